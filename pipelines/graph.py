@@ -1,0 +1,138 @@
+"""Graph pieces the job modules compose. Wiring only: the logic lives in transforms/.
+
+Every job reads its sources with the connector the mode selects, runs
+``PrepareDataset`` per dataset, and plugs the branches it needs. Step labels
+are fixed (Flink state is tied to them): renaming one is a state migration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+import dlp_configs
+from io_connectors.files import ReadDatasetFiles
+from io_connectors.quarantine import EncryptQuarantine
+from io_connectors.warehouse import LocalTableSink, WriteToTables
+from runners.options import JobOptions, TimeOptions, key_provider, lateness, validate_time_options
+from transforms.features import ComputeFraudFeatures
+from transforms.finance import AggregateFinanceHourly, EnrichChargebacks
+from transforms.kyc import LatestKycProfile
+from transforms.prepare import PrepareDataset
+from transforms.protect import ProtectFields
+
+
+def preflight(options: PipelineOptions, datasets, *, needs_sink: bool = True) -> None:
+    """Fail before launch with a message that says what to fix."""
+    job = options.view_as(JobOptions)
+    if not job.input:
+        raise ValueError("--input is required: the directory with payment_event/, chargeback/, kyc_profile/")
+    if needs_sink and not job.warehouse:
+        raise ValueError("--warehouse is required: the DuckDB file the tables are written to")
+    if job.idle_timeout is not None and job.idle_timeout <= 0:
+        raise ValueError("--idle-timeout must be > 0 seconds")
+    validate_time_options(options)
+    dlp_configs.check_environment(dlp_configs.load_policy(), job.env, zones=("curated", "analytics"))
+    key_provider(options)  # refuses local keys in prod
+
+
+def pipeline_options(argv) -> PipelineOptions:
+    options = PipelineOptions(argv)
+    if options.view_as(JobOptions).mode == "stream":
+        options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def read_and_prepare(p: beam.Pipeline, options: PipelineOptions, datasets) -> dict[str, dict]:
+    job = options.view_as(JobOptions)
+    time_opts = options.view_as(TimeOptions)
+    prepared = {}
+    for dataset in datasets:
+        records = p | f"Read_{dataset}" >> ReadDatasetFiles(
+            job.input,
+            dataset,
+            stream=job.mode == "stream",
+            poll_interval=job.poll_interval,
+            idle_timeout=job.idle_timeout,
+            out_of_orderness=dt.timedelta(seconds=time_opts.out_of_orderness_seconds),
+        )
+        prepared[dataset] = records | f"Prepare_{dataset}" >> PrepareDataset(
+            dataset,
+            allowed_lateness=lateness(options, dataset),
+            dedup_ttl=dt.timedelta(hours=time_opts.dedup_ttl_hours),
+            lateness_shards=time_opts.lateness_shards,
+        )
+    return prepared
+
+
+def protect(prepared: dict[str, dict], options: PipelineOptions) -> dict[str, beam.PCollection]:
+    env = options.view_as(JobOptions).env
+    keys = key_provider(options)
+    out = {}
+    for dataset, parts in prepared.items():
+        clean = parts["clean"]
+        if dataset == "kyc_profile":
+            clean = clean | "LatestKycProfile" >> LatestKycProfile()
+        out[dataset] = clean | f"Protect_{dataset}" >> ProtectFields(dataset, env, keys)
+    return out
+
+
+def quarantine_rows(prepared: dict[str, dict], options: PipelineOptions) -> beam.PCollection:
+    tagged = []
+    for dataset, parts in prepared.items():
+        tagged.append(
+            parts["quarantine"]
+            | f"TagQuarantine_{dataset}" >> beam.Map(lambda q, d=dataset: (d, "quarantine", q))
+        )
+        tagged.append(
+            parts["too_late"] | f"TagTooLate_{dataset}" >> beam.Map(lambda r, d=dataset: (d, "too_late", r))
+        )
+    return (
+        tagged
+        | "FlattenQuarantine" >> beam.Flatten()
+        | "EncryptQuarantine" >> EncryptQuarantine(key_provider(options))
+    )
+
+
+def table(name: str):
+    return beam.Map(lambda row, n=name: (n, row))
+
+
+def curated_rows(p, protected: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    """The three curated tables (chargebacks enriched from the payment they dispute)."""
+    chargebacks = (
+        protected["payment_event"],
+        protected["chargeback"],
+    ) | "EnrichChargebacks" >> EnrichChargebacks()
+    return {
+        "curated.payment_event": protected["payment_event"],
+        "curated.chargeback": chargebacks,
+        "curated.kyc_profile": protected["kyc_profile"],
+    }
+
+
+def analytics_rows(
+    curated: dict[str, beam.PCollection], options: PipelineOptions
+) -> dict[str, beam.PCollection]:
+    features = curated["curated.payment_event"] | "ComputeFraudFeatures" >> ComputeFraudFeatures()
+    finance = (curated["curated.payment_event"], curated["curated.chargeback"]) | (
+        "AggregateFinanceHourly" >> AggregateFinanceHourly()
+    )
+    return {"analytics.fraud_features": features, "analytics.finance_hourly": finance}
+
+
+def write_tables(tables: dict[str, beam.PCollection], options: PipelineOptions, extra=()) -> None:
+    job = options.view_as(JobOptions)
+    tagged = [rows | f"Tag_{name}" >> table(name) for name, rows in tables.items()]
+    sink = LocalTableSink(job.warehouse, job.lake)
+    ([*tagged, *extra] | "FlattenTables" >> beam.Flatten() | "WriteToTables" >> WriteToTables(sink))
+
+
+def run_pipeline(options: PipelineOptions, build):
+    p = beam.Pipeline(options=options)
+    build(p, options)
+    result = p.run()
+    result.wait_until_finish()
+    return result

@@ -1,0 +1,209 @@
+"""The ``riskpipe`` command line: generate data, run jobs, run the demo.
+
+Bad arguments or configuration print one line on stderr that says what to
+fix and exit non-zero (2 for usage, 1 for a failed job); no traceback unless
+``RISKPIPE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+
+JOBS = {"all": "pipelines.all"}
+
+
+class UsageError(Exception):
+    """A problem the user fixes by changing arguments or configuration."""
+
+
+def _cmd_generate(args) -> int:
+    from runners.synthetic import GeneratorRates, generate
+
+    rates = GeneratorRates(
+        duplicate_rate=args.duplicate_rate,
+        chargeback_rate=args.chargeback_rate,
+        chargeback_too_late_rate=args.too_late_rate,
+        malformed_rate=args.malformed_rate,
+    )
+    report = generate(args.out, events=args.events, seed=args.seed, fmt=args.format, rates=rates)
+    for dataset, counts in report.counts.items():
+        print(f"{dataset:14s} " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+    print(
+        f"wrote {sum(len(f) for f in report.files.values())} files under {report.out_dir} (seed {report.seed})"
+    )
+    return 0
+
+
+def _job_module(name: str):
+    if name not in JOBS:
+        raise UsageError(f"unknown job {name!r}; choose one of: {', '.join(sorted(JOBS))}")
+    return importlib.import_module(JOBS[name])
+
+
+def _check_beam_args(argv: list[str]) -> None:
+    from runners.options import unknown_arguments
+
+    unknown = unknown_arguments(argv)
+    if unknown:
+        raise UsageError(f"unknown option(s) {' '.join(unknown)}; see 'riskpipe run JOB --help'")
+
+
+def _cmd_run(args, rest: list[str]) -> int:
+    module = _job_module(args.job)
+    if "-h" in rest or "--help" in rest:
+        from runners.options import JobOptions, KeyOptions, TimeOptions
+
+        parser = argparse.ArgumentParser(prog=f"riskpipe run {args.job}", description=module.__doc__)
+        for cls in (JobOptions, TimeOptions, KeyOptions):
+            cls._add_argparse_args(parser)
+        parser.print_help()
+        print("\nBeam's own options (--runner, --flink_master, --s3_endpoint_url, ...) are accepted too.")
+        return 0
+    _check_beam_args(rest)
+    started = time.monotonic()
+    result = module.run(rest)
+    _print_summary(result, time.monotonic() - started)
+    return 0
+
+
+def _print_summary(result, elapsed: float) -> None:
+    from runners.summary import counters, dataset_summary, format_table
+    from schemas import DATASETS
+
+    values = counters(result)
+    rows = dataset_summary(values, DATASETS)
+    print(
+        format_table(
+            rows,
+            [
+                "dataset",
+                "read",
+                "parsed",
+                "quarantined",
+                "duplicates_removed",
+                "too_late",
+                "unclassified_dropped",
+            ],
+        )
+    )
+    for row in rows:
+        if row["quarantine_reasons"]:
+            print(f"quarantined {row['dataset']}: {json.dumps(row['quarantine_reasons'])}")
+    total = sum(r["read"] for r in rows)
+    print(f"elapsed {elapsed:.1f}s, {total / max(elapsed, 1e-9):,.0f} records/s")
+
+
+def scan_pii_allow_args() -> list[str]:
+    """Generated ids (``pe_`` + 16 hex) are sometimes all digits and Luhn-valid: not card numbers."""
+    return ["--allow", "pan:*event_id", "--allow", "pan:*charge_id"]
+
+
+def _cmd_demo(args) -> int:
+    import shutil
+
+    from io_connectors.warehouse import table_row_counts
+    from runners import scan_pii
+    from runners.summary import format_table
+
+    work = os.path.abspath(args.workdir)
+    input_dir, lake, warehouse = (os.path.join(work, n) for n in ("input", "lake", "warehouse.duckdb"))
+    for path in (input_dir, lake):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (warehouse, warehouse + ".wal"):
+        if os.path.exists(path):
+            os.remove(path)
+    print(f"== 1/3 generating {args.events} payment events (+ chargebacks, KYC) into {input_dir}")
+    gen = argparse.Namespace(
+        out=input_dir,
+        events=args.events,
+        seed=args.seed,
+        format="jsonl",
+        duplicate_rate=0.02,
+        chargeback_rate=0.01,
+        too_late_rate=0.05,
+        malformed_rate=0.005,
+    )
+    _cmd_generate(gen)
+    print("== 2/3 running job 'all' in batch mode on the direct runner")
+    started = time.monotonic()
+    result = _job_module("all").run(
+        [f"--input={input_dir}", f"--lake={lake}", f"--warehouse={warehouse}", "--mode=batch", "--env=dev"]
+    )
+    _print_summary(result, time.monotonic() - started)
+    print(format_table(table_row_counts(warehouse), ["table", "rows"]))
+    print("== 3/3 scanning every output for raw personal data")
+    code = scan_pii.main([lake, warehouse, *scan_pii_allow_args()])
+    print(
+        f"== done. lake: {lake}  warehouse: {warehouse}  (duckdb {warehouse} -c 'FROM curated.payment_event LIMIT 5')"
+    )
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riskpipe", description="Secure Beam pipelines for payment and KYC data."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write realistic synthetic input data")
+    gen.add_argument(
+        "--out", required=True, help="output directory (created; must be empty or a previous output)"
+    )
+    gen.add_argument("--events", type=int, default=10_000, help="number of payment events")
+    gen.add_argument("--seed", type=int, default=7, help="random seed (same seed, same bytes)")
+    gen.add_argument("--format", choices=("jsonl", "avro"), default="jsonl")
+    gen.add_argument("--duplicate-rate", type=float, default=0.02)
+    gen.add_argument("--chargeback-rate", type=float, default=0.01)
+    gen.add_argument("--too-late-rate", type=float, default=0.05, help="share of chargebacks > 24 h late")
+    gen.add_argument("--malformed-rate", type=float, default=0.005)
+
+    run = sub.add_parser("run", help="run a job: riskpipe run JOB [options]", add_help=False)
+    run.add_argument("job", help=f"one of: {', '.join(sorted(JOBS))}")
+
+    demo = sub.add_parser("demo", help="generate data and run the main job on embedded defaults")
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workdir", default="out/demo", help="where input and outputs go (refreshed each run)")
+
+    scan = sub.add_parser("scan-pii", help="scan outputs and logs for raw personal data", add_help=False)
+    scan.add_argument("paths", nargs="*")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, rest)
+        if args.command == "scan-pii":
+            from runners import scan_pii
+
+            return scan_pii.main(argv[1:])
+        if rest:
+            raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "generate":
+            return _cmd_generate(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
+    except UsageError as err:
+        print(f"riskpipe: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # configuration checks (preflight, option validation)
+        if os.environ.get("RISKPIPE_DEBUG"):
+            raise
+        print(f"riskpipe: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
