@@ -93,6 +93,16 @@ class LocalTableWriter:
         )
         self._ready.add(spec.name)
 
+    def ensure_all(self) -> None:
+        """Create every contract table (so empty outputs still exist with their columns)."""
+        with _LOCKS[self.warehouse]:
+            con = self._connect()
+            try:
+                for spec in TABLES.values():
+                    self._ensure(con, spec)
+            finally:
+                con.close()
+
     def upsert(self, table: str, rows: list[dict]) -> int:
         """MERGE ``rows`` into ``table`` by natural key; export touched lake partitions. Returns rows changed."""
         spec = TABLES[table]
@@ -182,6 +192,26 @@ def table_row_counts(warehouse: str) -> list[dict]:
         return out
     finally:
         con.close()
+
+
+def table_digest(warehouse: str, table: str, *, exclude: tuple[str, ...] = ()) -> tuple[int, str]:
+    """(row count, sha256 of the rows sorted by key) of a table, leaving out ``exclude`` columns."""
+    import hashlib
+
+    import duckdb
+
+    spec = TABLES[table]
+    columns = [c for c in spec.column_names if c not in exclude]
+    con = duckdb.connect(warehouse, read_only=True)
+    try:
+        rows = con.execute(
+            f"SELECT {', '.join(_q(c) for c in columns)} FROM {_q(spec.zone)}.{_q(spec.table)} "
+            f"ORDER BY {', '.join(_q(c) for c in columns)}"
+        ).fetchall()
+    finally:
+        con.close()
+    digest = hashlib.sha256(repr(rows).encode("utf-8")).hexdigest()
+    return len(rows), digest
 
 
 class _WriteTablesFn(beam.DoFn):

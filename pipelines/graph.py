@@ -36,6 +36,8 @@ def preflight(options: PipelineOptions, datasets, *, needs_sink: bool = True) ->
     validate_time_options(options)
     dlp_configs.check_environment(dlp_configs.load_policy(), job.env, zones=("curated", "analytics"))
     key_provider(options)  # refuses local keys in prod
+    if needs_sink:
+        LocalTableSink(job.warehouse, job.lake).open().ensure_all()
 
 
 def pipeline_options(argv) -> PipelineOptions:
@@ -117,8 +119,10 @@ def analytics_rows(
     curated: dict[str, beam.PCollection], options: PipelineOptions
 ) -> dict[str, beam.PCollection]:
     features = curated["curated.payment_event"] | "ComputeFraudFeatures" >> ComputeFraudFeatures()
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    refresh_count = 500 if "Direct" in runner else None
     finance = (curated["curated.payment_event"], curated["curated.chargeback"]) | (
-        "AggregateFinanceHourly" >> AggregateFinanceHourly()
+        "AggregateFinanceHourly" >> AggregateFinanceHourly(refresh_count=refresh_count)
     )
     return {"analytics.fraud_features": features, "analytics.finance_hourly": finance}
 

@@ -67,9 +67,24 @@ def _cmd_run(args, rest: list[str]) -> int:
         return 0
     _check_beam_args(rest)
     started = time.monotonic()
+    _drain_on_interrupt()
     result = module.run(rest)
     _print_summary(result, time.monotonic() - started)
     return 0
+
+
+def _drain_on_interrupt() -> None:
+    """First Ctrl-C: stop reading new input and drain (outputs complete); second: abort."""
+    import signal
+
+    from io_connectors.files import request_stop
+
+    def handler(signum, frame):
+        print("riskpipe: stopping sources and draining (Ctrl-C again to abort)", file=sys.stderr)
+        request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
 
 
 def _print_summary(result, elapsed: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 from apache_beam.metrics.metric import MetricsFilter
@@ -10,7 +11,14 @@ from apache_beam.metrics.metric import MetricsFilter
 def counters(result) -> dict[str, int]:
     """All riskpipe counters of a finished pipeline as ``{"namespace/name": value}``."""
     out: dict[str, int] = defaultdict(int)
-    query = result.metrics().query(MetricsFilter())
+    # The portable direct runner folds per-bundle metrics recursively; a long stream run
+    # has thousands of bundles and needs a deeper stack than Python's default.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 200_000))
+    try:
+        query = result.metrics().query(MetricsFilter())
+    finally:
+        sys.setrecursionlimit(limit)
     for counter in query["counters"]:
         namespace = counter.key.metric.namespace
         if not namespace.startswith("riskpipe"):

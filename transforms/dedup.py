@@ -38,6 +38,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import EVENT_US_KEY, check_dataset, content_digest, natural_key
+from transforms.timeutil import timer_micros
 
 DEFAULT_TTL = dt.timedelta(hours=48)
 
@@ -71,8 +72,8 @@ class _DeduplicateFn(beam.DoFn):
         if current is None:
             candidate.write((digest, record))
             event_us = record[EVENT_US_KEY]
-            emit_timer.set(Timestamp(micros=event_us))
-            expire_timer.set(Timestamp(micros=event_us + self._ttl_us))
+            emit_timer.set(Timestamp(micros=timer_micros(event_us)))
+            expire_timer.set(Timestamp(micros=timer_micros(event_us + self._ttl_us)))
             return
         self._duplicates.inc()
         if digest != current[0]:

@@ -35,6 +35,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import EVENT_US_KEY, check_dataset, natural_key
+from transforms.timeutil import timer_micros
 
 TOO_LATE = "too_late"
 
@@ -85,7 +86,7 @@ class _RouteLateFn(beam.DoFn):
         newest_us = newest.read()
         if newest_us is None or event_us > newest_us:
             newest.write(event_us)
-            probe.set(Timestamp(micros=event_us))
+            probe.set(Timestamp(micros=timer_micros(event_us)))
 
     @on_timer(PROBE)
     def _on_probe(
@@ -100,8 +101,8 @@ class _RouteLateFn(beam.DoFn):
         if current is None or fired_us > current:
             known_wm.write(fired_us)
         newest_us = newest.read()
-        if newest_us is not None and newest_us > fired_us:
-            probe.set(Timestamp(micros=newest_us))
+        if newest_us is not None and timer_micros(newest_us) > fired_us:
+            probe.set(Timestamp(micros=timer_micros(newest_us)))
         return []
 
 

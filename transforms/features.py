@@ -10,9 +10,14 @@ How it stays point-in-time correct in a stream: each entity key keeps its
 recent history (24 h, the longest window) and a buffer of pending payments.
 A payment is computed once the watermark passes its event time (an
 event-time timer), when every on-time payment at or before ``t`` is known.
-A payment that arrives after the watermark passed it is computed at once
-from the history and flagged ``late=true``; rows already emitted for later
-payments are not revised — the backfill job recomputes them exactly. In
+Python DoFns cannot read the watermark, so each entity key knows it only
+through its own timers: its known watermark is the newest of its payments
+already computed. A payment at or before the known watermark of its card, IP
+or merchant is computed at once from the history and flagged ``late=true``:
+rows already emitted for those later payments are not revised (and may miss
+it) — the backfill job recomputes them exactly. A payment behind the real
+watermark but newer than everything computed for its three entities is
+computed as usual and not flagged: no emitted row is missing it. In
 batch the watermark passes everything at end of input, so every row is exact
 and none is late.
 
@@ -31,7 +36,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.timeutil import format_micros, now_micros, parse_rfc3339_micros
+from transforms.timeutil import format_micros, now_micros, parse_rfc3339_micros, timer_micros
 
 _MIN = 60 * 1_000_000
 W5M, W1H, W24H = 5 * _MIN, 60 * _MIN, 24 * 60 * _MIN
@@ -77,78 +82,88 @@ def compute_family(family: str, history: list[tuple], t: int) -> dict[str, int]:
     raise ValueError(f"unknown feature family {family!r}")
 
 
-class _FamilyFeaturesFn(beam.DoFn):
-    """Per entity: history + pending payments; emits (event_id, (family, features, late))."""
+def _family_fn(family: str) -> beam.DoFn:
+    """A stateful DoFn for one family, with state and timer names of its own.
 
-    HISTORY = ReadModifyWriteStateSpec("history", PickleCoder())
-    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
-    KNOWN_WM = ReadModifyWriteStateSpec("known_watermark_us", VarIntCoder())
-    READY = TimerSpec("ready", TimeDomain.WATERMARK)
+    Why a class per family: the portable direct runner confuses same-named
+    timers of stateful DoFns that run in one fused stage (only one family's
+    timers fired), so each family gets distinct names.
+    """
+    HISTORY = ReadModifyWriteStateSpec(f"{family}_history", PickleCoder())
+    PENDING = ReadModifyWriteStateSpec(f"{family}_pending", PickleCoder())
+    KNOWN_WM = ReadModifyWriteStateSpec(f"{family}_known_watermark_us", VarIntCoder())
+    READY = TimerSpec(f"{family}_ready", TimeDomain.WATERMARK)
 
-    def __init__(self, family: str):
-        self._family = family
-        self._late = Metrics.counter("riskpipe.features", f"{family}.late_rows")
+    class _FamilyFeaturesFn(beam.DoFn):
+        """Per entity: history + pending payments; emits (event_id, (family, features, late))."""
 
-    def process(
-        self,
-        element,
-        history=beam.DoFn.StateParam(HISTORY),
-        pending=beam.DoFn.StateParam(PENDING),
-        known_wm=beam.DoFn.StateParam(KNOWN_WM),
-        ready=beam.DoFn.TimerParam(READY),
-    ):
-        _, (event_id, t, amount, merchant) = element
-        entry = (t, event_id, amount, merchant)
-        watermark = known_wm.read()
-        if watermark is not None and t <= watermark:
-            # the watermark already passed this payment: compute now, flag late
+        def __init__(self, family: str):
+            self._family = family
+            self._late = Metrics.counter("riskpipe.features", f"{family}.late_rows")
+
+        def process(
+            self,
+            element,
+            history=beam.DoFn.StateParam(HISTORY),
+            pending=beam.DoFn.StateParam(PENDING),
+            known_wm=beam.DoFn.StateParam(KNOWN_WM),
+            ready=beam.DoFn.TimerParam(READY),
+        ):
+            _, (event_id, t, amount, merchant) = element
+            entry = (t, event_id, amount, merchant)
+            watermark = known_wm.read()
+            if watermark is not None and t <= watermark:
+                # the watermark already passed this payment: compute now, flag late
+                hist = history.read() or []
+                bisect.insort(hist, entry)
+                history.write(self._prune(hist, watermark))
+                self._late.inc()
+                yield event_id, (self._family, compute_family(self._family, hist, t), True)
+                return
+            queue = pending.read() or []
+            bisect.insort(queue, entry)
+            pending.write(queue)
+            ready.set(Timestamp(micros=timer_micros(queue[0][0])))
+
+        @on_timer(READY)
+        def _on_ready(
+            self,
+            fired=beam.DoFn.TimestampParam,
+            history=beam.DoFn.StateParam(HISTORY),
+            pending=beam.DoFn.StateParam(PENDING),
+            known_wm=beam.DoFn.StateParam(KNOWN_WM),
+            ready=beam.DoFn.TimerParam(READY),
+        ):
+            now = fired.micros
+            queue = pending.read() or []
+            cut = bisect.bisect_right(queue, (now, "\uffff"))
+            due, rest = queue[:cut], queue[cut:]
             hist = history.read() or []
-            bisect.insort(hist, entry)
-            history.write(self._prune(hist, watermark))
-            self._late.inc()
-            yield event_id, (self._family, compute_family(self._family, hist, t), True)
-            return
-        queue = pending.read() or []
-        bisect.insort(queue, entry)
-        pending.write(queue)
-        ready.set(Timestamp(micros=queue[0][0]))
+            for entry in due:
+                bisect.insort(hist, entry)
+            # every payment at or before a due time is now in the history (watermark passed it)
+            for entry in due:
+                yield entry[1], (self._family, compute_family(self._family, hist, entry[0]), False)
+            horizon = now
+            current = known_wm.read()
+            if current is None or horizon > current:
+                known_wm.write(horizon)
+            history.write(self._prune(hist, horizon))
+            if rest:
+                pending.write(rest)
+                ready.set(Timestamp(micros=timer_micros(rest[0][0])))
+            else:
+                pending.clear()
 
-    @on_timer(READY)
-    def _on_ready(
-        self,
-        fired=beam.DoFn.TimestampParam,
-        history=beam.DoFn.StateParam(HISTORY),
-        pending=beam.DoFn.StateParam(PENDING),
-        known_wm=beam.DoFn.StateParam(KNOWN_WM),
-        ready=beam.DoFn.TimerParam(READY),
-    ):
-        now = fired.micros
-        queue = pending.read() or []
-        cut = bisect.bisect_right(queue, (now, "\uffff"))
-        due, rest = queue[:cut], queue[cut:]
-        hist = history.read() or []
-        for entry in due:
-            bisect.insort(hist, entry)
-        # every payment at or before a due time is now in the history (watermark passed it)
-        for entry in due:
-            yield entry[1], (self._family, compute_family(self._family, hist, entry[0]), False)
-        horizon = now
-        current = known_wm.read()
-        if current is None or horizon > current:
-            known_wm.write(horizon)
-        history.write(self._prune(hist, horizon))
-        if rest:
-            pending.write(rest)
-            ready.set(Timestamp(micros=rest[0][0]))
-        else:
-            pending.clear()
+        @staticmethod
+        def _prune(hist: list[tuple], watermark: int) -> list[tuple]:
+            # entries older than the longest window before the watermark can no longer matter
+            # (a later payment has t > watermark - allowed lateness is handled by the backfill)
+            lo = bisect.bisect_left(hist, (watermark - HISTORY_US - 1, ""))
+            return hist[lo:]
 
-    @staticmethod
-    def _prune(hist: list[tuple], watermark: int) -> list[tuple]:
-        # entries older than the longest window before the watermark can no longer matter
-        # (a later payment has t > watermark - allowed lateness is handled by the backfill)
-        lo = bisect.bisect_left(hist, (watermark - HISTORY_US - 1, ""))
-        return hist[lo:]
+    _FamilyFeaturesFn.__name__ = f"_{family.title()}FeaturesFn"
+    return _FamilyFeaturesFn(family)
 
 
 def _assemble(got: dict) -> dict:
@@ -212,7 +227,7 @@ class ComputeFraudFeatures(beam.PTransform):
                     | f"Features_{family}" >> beam.FlatMap(_family_batch, family)
                 )
             else:
-                parts.append(keyed | f"Features_{family}" >> beam.ParDo(_FamilyFeaturesFn(family)))
+                parts.append(keyed | f"Features_{family}" >> beam.ParDo(_family_fn(family)))
         base = payments | "Base" >> beam.Map(
             lambda r: (
                 r["event_id"],

@@ -7,8 +7,10 @@ of the two arrives first. A chargeback whose payment has not been seen after
 NULL merchant/amount and counted; if the payment turns up later the enriched
 row follows and the sink's MERGE replaces the incomplete one. Payment state is
 kept ``payment_ttl`` of event time (the dispute window) and cleared by a
-timer. Each (chargeback, payment) pair is enriched exactly once, so the
-aggregate below never counts a chargeback twice.
+timer; so are the chargebacks of a payment never seen (``payment_ttl`` after
+the newest of them). Each (chargeback, payment) pair is enriched exactly once,
+and each chargeback is emitted unmatched at most once, so the aggregate below
+never counts a chargeback twice.
 
 ``AggregateFinanceHourly``: per (``merchant_id``, ``currency``, ``hour``):
 payments bucketed by ``created_at``, chargebacks by ``received_at``. In
@@ -30,7 +32,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.timeutil import hour_start, parse_rfc3339_micros
+from transforms.timeutil import hour_start, parse_rfc3339_micros, timer_micros
 
 CHARGEBACK_COLUMNS = (
     "charge_id",
@@ -40,6 +42,8 @@ CHARGEBACK_COLUMNS = (
     "schema_version",
     "ingested_at",
 )
+#: marks a stored chargeback already emitted unmatched (never copied into a row: see ``_enriched``)
+_SENT = "_unmatched_sent"
 
 
 def _enriched(chargeback: dict, payment: tuple | None) -> dict:
@@ -74,7 +78,7 @@ class _EnrichFn(beam.DoFn):
             if payment.read() is not None:
                 return  # payments are deduplicated upstream; a replayed one changes nothing
             payment.write(value[:3])
-            expire.set(Timestamp(micros=value[3] + self._ttl))
+            expire.set(Timestamp(micros=timer_micros(value[3] + self._ttl)))
             for cb in chargebacks.read() or []:
                 self._matched.inc()
                 yield _enriched(cb, value[:3])
@@ -87,17 +91,43 @@ class _EnrichFn(beam.DoFn):
             self._matched.inc()
             yield _enriched(value, known)
         else:
-            unmatched.set(Timestamp(micros=parse_rfc3339_micros(value["received_at"]) + self._wait))
+            # The one timer keeps the earliest deadline still waiting: setting it to this chargeback's
+            # own deadline let an out-of-order one (older received_at) cut the others' wait short.
+            unmatched.set(Timestamp(micros=min(self._deadline(cb) for cb in stored if not cb.get(_SENT))))
+            # Without a payment nothing else clears this key: forget its chargebacks after the TTL
+            # too (a payment that turns up sets its own, earlier, expiry).
+            newest = max(parse_rfc3339_micros(cb["received_at"]) for cb in stored)
+            expire.set(Timestamp(micros=timer_micros(newest + self._ttl)))
+
+    def _deadline(self, chargeback: dict) -> int:
+        # whole ms, as the timer will fire: the ``deadline <= fired`` test below must hold when it does
+        return timer_micros(parse_rfc3339_micros(chargeback["received_at"]) + self._wait)
 
     @on_timer(UNMATCHED)
     def _on_unmatched(
-        self, payment=beam.DoFn.StateParam(PAYMENT), chargebacks=beam.DoFn.StateParam(CHARGEBACKS)
+        self,
+        fired=beam.DoFn.TimestampParam,
+        payment=beam.DoFn.StateParam(PAYMENT),
+        chargebacks=beam.DoFn.StateParam(CHARGEBACKS),
+        unmatched=beam.DoFn.TimerParam(UNMATCHED),
     ):
         if payment.read() is not None:
             return
+        # Each chargeback is emitted unmatched once, when its own wait is over; it stays in state
+        # (marked) so that a payment arriving later still enriches it. Re-emitting every stored
+        # chargeback at each firing counted the earlier ones again.
+        stored, waiting = [], []
         for cb in chargebacks.read() or []:
-            self._unmatched.inc()
-            yield _enriched(cb, None)
+            if not cb.get(_SENT) and self._deadline(cb) <= fired.micros:
+                self._unmatched.inc()
+                yield _enriched(cb, None)
+                cb = {**cb, _SENT: True}
+            elif not cb.get(_SENT):
+                waiting.append(self._deadline(cb))
+            stored.append(cb)
+        chargebacks.write(stored)
+        if waiting:
+            unmatched.set(Timestamp(micros=min(waiting)))
 
     @on_timer(EXPIRE)
     def _on_expire(
@@ -166,11 +196,17 @@ class EnrichChargebacks(beam.PTransform):
 class AggregateFinanceHourly(beam.PTransform):
     """(curated payment rows, curated chargeback rows) → ``analytics.finance_hourly`` rows."""
 
-    def __init__(self, refresh_seconds: float = 30.0):
+    def __init__(self, refresh_seconds: int = 30, refresh_count: int | None = None):
         super().__init__()
         if refresh_seconds <= 0:
             raise ValueError(f"refresh_seconds must be > 0, got {refresh_seconds}")
+        if refresh_count is not None and refresh_count < 1:
+            raise ValueError(f"refresh_count must be >= 1, got {refresh_count}")
         self._refresh = refresh_seconds
+        # The portable direct runner that runs unbounded file sources has no processing-time
+        # clock for triggers (it fails with a missing clock; TestStream runs do have one):
+        # there, early panes fire every ``refresh_count`` elements instead.
+        self._refresh_count = refresh_count
 
     def expand(self, inputs):
         payments, chargebacks = inputs
@@ -195,7 +231,11 @@ class AggregateFinanceHourly(beam.PTransform):
         if not merged.is_bounded:
             merged = merged | "RefreshPanes" >> beam.WindowInto(
                 window.GlobalWindows(),
-                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self._refresh)),
+                trigger=trigger.AfterWatermark(
+                    early=trigger.AfterCount(self._refresh_count)
+                    if self._refresh_count
+                    else trigger.AfterProcessingTime(int(self._refresh))
+                ),
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
             )
         return (

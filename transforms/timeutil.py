@@ -61,3 +61,13 @@ def hour_start(micros: int) -> str:
 
 def now_micros() -> int:
     return int(dt.datetime.now(dt.timezone.utc).timestamp() * MICROS)
+
+
+def timer_micros(micros: int) -> int:
+    """``micros`` rounded UP to a whole millisecond: runners keep timers and watermarks in ms.
+
+    A timer set at a sub-millisecond time fires at the truncated millisecond,
+    i.e. possibly *before* the watermark passed the event; rounding up keeps
+    "fired ⇒ the watermark passed the event" true.
+    """
+    return -((-micros) // 1000) * 1000
