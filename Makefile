@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EVENTS ?= 20000
 
-.PHONY: demo test unit integration lint format bench clean venv
+.PHONY: demo test unit integration lint format bench clean venv stack-up stack-down
 
 venv: $(STAMP)
 
@@ -32,8 +32,20 @@ format: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -m unit -q
 
+stack-up: $(STAMP)
+	$(PY) -m runners.stack up
+
+stack-down: $(STAMP)
+	$(PY) -m runners.stack down
+
+# Every tier: the local stack comes up first and always goes down after.
 test: lint $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m runners.stack up
+	$(PY) -m pytest -q; rc=$$?; $(PY) -m runners.stack down; exit $$rc
+
+integration: $(STAMP)
+	$(PY) -m runners.stack up
+	$(PY) -m pytest -m integration -q; rc=$$?; $(PY) -m runners.stack down; exit $$rc
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

@@ -35,7 +35,13 @@ def preflight(options: PipelineOptions, datasets, *, needs_sink: bool = True) ->
         raise ValueError("--idle-timeout must be > 0 seconds")
     validate_time_options(options)
     dlp_configs.check_environment(dlp_configs.load_policy(), job.env, zones=("curated", "analytics"))
-    key_provider(options)  # refuses local keys in prod
+    provider = key_provider(options)  # refuses local keys in prod
+    try:
+        provider.resolver()  # the key store is readable and this job may unwrap its keys
+    except Exception as err:  # noqa: BLE001 - any failure here means "fix the key configuration"
+        raise ValueError(
+            f"cannot load tokenization keys for env {job.env!r}: {type(err).__name__}: {err}"
+        ) from None
     if needs_sink:
         LocalTableSink(job.warehouse, job.lake).open().ensure_all()
 

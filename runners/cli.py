@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workdir", default="out/demo", help="where input and outputs go (refreshed each run)")
 
+    stack = sub.add_parser("stack", help="start/stop/check the local service stack", add_help=False)
+    stack.add_argument("action", nargs="?")
+
     scan = sub.add_parser("scan-pii", help="scan outputs and logs for raw personal data", add_help=False)
     scan.add_argument("paths", nargs="*")
     return parser
@@ -199,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, rest)
+        if args.command == "stack":
+            from runners import stack
+
+            return stack.main(argv[1:])
         if args.command == "scan-pii":
             from runners import scan_pii
 
