@@ -88,6 +88,7 @@ def protect(prepared: dict[str, dict], options: PipelineOptions) -> dict[str, be
 
 
 def quarantine_rows(prepared: dict[str, dict], options: PipelineOptions) -> beam.PCollection:
+    """Encrypted quarantine rows (parse failures and too-late records) of every prepared dataset."""
     tagged = []
     for dataset, parts in prepared.items():
         tagged.append(
@@ -108,29 +109,46 @@ def table(name: str):
     return beam.Map(lambda row, n=name: (n, row))
 
 
+def enrich_chargebacks(payments, chargebacks, extra_payments=None, label: str = "EnrichChargebacks"):
+    """curated.chargeback rows; ``extra_payments`` (e.g. read back from the warehouse) widen the lookup."""
+    if extra_payments is not None:
+        payments = (payments, extra_payments) | f"{label}Payments" >> beam.Flatten()
+    return (payments, chargebacks) | label >> EnrichChargebacks()
+
+
 def curated_rows(p, protected: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
     """The three curated tables (chargebacks enriched from the payment they dispute)."""
-    chargebacks = (
-        protected["payment_event"],
-        protected["chargeback"],
-    ) | "EnrichChargebacks" >> EnrichChargebacks()
     return {
         "curated.payment_event": protected["payment_event"],
-        "curated.chargeback": chargebacks,
+        "curated.chargeback": enrich_chargebacks(protected["payment_event"], protected["chargeback"]),
         "curated.kyc_profile": protected["kyc_profile"],
     }
+
+
+def fraud_features(curated_payments) -> beam.PCollection:
+    return curated_payments | "ComputeFraudFeatures" >> ComputeFraudFeatures()
+
+
+def finance_hourly(curated_payments, curated_chargebacks, options: PipelineOptions) -> beam.PCollection:
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    refresh_count = 500 if "Direct" in runner else None
+    return (
+        (curated_payments, curated_chargebacks)
+        | "AggregateFinanceHourly" >> AggregateFinanceHourly(refresh_count=refresh_count)
+        # back to the default trigger so it flattens with the other tables into one sink
+        | "FinanceDefaultWindowing" >> beam.WindowInto(beam.window.GlobalWindows())
+    )
 
 
 def analytics_rows(
     curated: dict[str, beam.PCollection], options: PipelineOptions
 ) -> dict[str, beam.PCollection]:
-    features = curated["curated.payment_event"] | "ComputeFraudFeatures" >> ComputeFraudFeatures()
-    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    refresh_count = 500 if "Direct" in runner else None
-    finance = (curated["curated.payment_event"], curated["curated.chargeback"]) | (
-        "AggregateFinanceHourly" >> AggregateFinanceHourly(refresh_count=refresh_count)
-    )
-    return {"analytics.fraud_features": features, "analytics.finance_hourly": finance}
+    return {
+        "analytics.fraud_features": fraud_features(curated["curated.payment_event"]),
+        "analytics.finance_hourly": finance_hourly(
+            curated["curated.payment_event"], curated["curated.chargeback"], options
+        ),
+    }
 
 
 def write_tables(tables: dict[str, beam.PCollection], options: PipelineOptions, extra=()) -> None:

@@ -15,7 +15,13 @@ import os
 import sys
 import time
 
-JOBS = {"all": "pipelines.all"}
+JOBS = {
+    "all": "pipelines.all",
+    "curate": "pipelines.curate",
+    "fraud-features": "pipelines.fraud_features",
+    "finance-hourly": "pipelines.finance_hourly",
+    "backfill": "pipelines.backfill",
+}
 
 
 class UsageError(Exception):
@@ -57,10 +63,10 @@ def _check_beam_args(argv: list[str]) -> None:
 def _cmd_run(args, rest: list[str]) -> int:
     module = _job_module(args.job)
     if "-h" in rest or "--help" in rest:
-        from runners.options import JobOptions, KeyOptions, TimeOptions
+        from runners.options import BackfillOptions, JobOptions, KeyOptions, TimeOptions
 
         parser = argparse.ArgumentParser(prog=f"riskpipe run {args.job}", description=module.__doc__)
-        for cls in (JobOptions, TimeOptions, KeyOptions):
+        for cls in (JobOptions, TimeOptions, KeyOptions, BackfillOptions):
             cls._add_argparse_args(parser)
         parser.print_help()
         print("\nBeam's own options (--runner, --flink_master, --s3_endpoint_url, ...) are accepted too.")

@@ -162,3 +162,16 @@ def key_provider(options: PipelineOptions):
         base = os.path.dirname(os.path.abspath(job.warehouse)) if job.warehouse else os.getcwd()
         path = os.path.join(base, f".riskpipe-keys-{job.env}.json")
     return LocalKeyProvider(path, env=job.env)
+
+
+class BackfillOptions(PipelineOptions):
+    """The event-time range a backfill replays."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--from", dest="range_from", default=None, help="range start (RFC 3339, whole hour)"
+        )
+        parser.add_argument(
+            "--to", dest="range_to", default=None, help="range end, exclusive (RFC 3339, whole hour)"
+        )

@@ -149,3 +149,31 @@ class RouteLateData(beam.PTransform):
             | "RouteLate"
             >> beam.ParDo(_RouteLateFn(dataset, self._allowed_us)).with_outputs(TOO_LATE, main="on_time")
         )
+
+
+class FilterEventTime(beam.PTransform):
+    """Keep parsed records whose event time is in ``[start_us, end_us)`` (backfill ranges)."""
+
+    def __init__(self, start_us: int, end_us: int):
+        super().__init__()
+        if end_us <= start_us:
+            raise ValueError("the range end must be after its start")
+        self._start, self._end = start_us, end_us
+
+    def expand(self, pcoll):
+        start, end = self._start, self._end
+        return pcoll | "InRange" >> beam.Filter(lambda r: start <= r[EVENT_US_KEY] < end)
+
+
+class KeepRowsInRange(beam.PTransform):
+    """Keep rows whose canonical UTC text ``column`` is in ``[start, end)`` (text order = time order)."""
+
+    def __init__(self, column: str, start: str, end: str):
+        super().__init__()
+        self._column, self._start, self._end = column, start, end
+
+    def expand(self, pcoll):
+        column, start, end = self._column, self._start, self._end
+        return pcoll | "RowsInRange" >> beam.Filter(
+            lambda r: r.get(column) is not None and start <= r[column] < end
+        )
