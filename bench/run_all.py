@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.results_dir)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
     started = time.perf_counter()
+    started_at = common.utc_now()
 
     common.log("== 1/2 de-identification throughput")
     deid = deid_throughput.run(quick=args.quick)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     flag = " --quick" if args.quick else ""
     report = "\n".join(
         [
-            f"# riskpipe benchmark suite — {deid['date']}{' (quick)' if args.quick else ''}",
+            f"# riskpipe benchmark suite — started {started_at}{' (quick)' if args.quick else ''}",
             "",
             "## Machine",
             "",
