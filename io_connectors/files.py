@@ -65,11 +65,15 @@ def dataset_pattern(input_dir: str, dataset: str) -> str:
     return f"{input_dir.rstrip('/')}/{dataset}/*"
 
 
-def _file_records(dataset: str, path: str, handle):
-    """The records of one open file as SourceRecords (bytes per line; dicts per Avro record)."""
+def _file_records(dataset: str, path: str, handle, modified: float | None = None):
+    """The records of one open file as SourceRecords (bytes per line; dicts per Avro record).
+
+    The ingest time of a file's records is the file's modification time (when it
+    landed), so replays of the same files carry the same ingest time.
+    """
     name = path.rsplit("/", 1)[-1]
     source = f"file:{dataset}/{name}"
-    ingested_at = format_micros(now_micros())
+    ingested_at = format_micros(int(modified * 1_000_000) if modified else now_micros())
     if name.endswith(".avro"):
         match = _AVRO_VERSION.search(name)
         version = int(match.group(1)) if match else None
@@ -103,7 +107,9 @@ class _ReadFileRecordsFn(beam.DoFn):
     def process(self, readable_file):
         self._files.inc()
         with readable_file.open(compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as handle:
-            for record in _file_records(self._dataset, readable_file.metadata.path, handle):
+            metadata = readable_file.metadata
+            modified = getattr(metadata, "last_updated_in_seconds", None)
+            for record in _file_records(self._dataset, metadata.path, handle, modified):
                 self._records.inc()
                 yield record
 
@@ -149,11 +155,12 @@ class _WatchFilesFn(beam.DoFn):
         tracker=beam.DoFn.RestrictionParam(_FileIndexRestrictions()),
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ):
-        paths = sorted(
-            m.path
+        found = sorted(
+            (m.path, getattr(m, "last_updated_in_seconds", None))
             for m in FileSystems.match([pattern])[0].metadata_list
             if m.path.endswith((".jsonl", ".avro"))
         )
+        paths = [path for path, _ in found]
         index = tracker.current_restriction().start
         while index < len(paths):
             if not tracker.try_claim(index):
@@ -162,7 +169,7 @@ class _WatchFilesFn(beam.DoFn):
             self._files.inc()
             newest = None
             with FileSystems.open(paths[index], compression_type="uncompressed") as handle:
-                for record in _file_records(self._dataset, paths[index], handle):
+                for record in _file_records(self._dataset, paths[index], handle, found[index][1]):
                     self._records.inc()
                     event_us = _event_micros(self._dataset, record)
                     if event_us is not None:

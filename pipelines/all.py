@@ -12,7 +12,9 @@ from schemas import DATASETS
 
 
 def build(p, options) -> dict:
-    prepared = graph.read_and_prepare(p, options, DATASETS)
+    sources = graph.read_sources(p, options, DATASETS)
+    graph.land_raw(sources, options)  # with --raw: every record as received, sealed per subject
+    prepared = graph.read_and_prepare(p, options, DATASETS, sources)
     protected = graph.protect(prepared, options)
     curated = graph.curated_rows(p, protected)
     analytics = graph.analytics_rows(curated, options)

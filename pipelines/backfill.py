@@ -1,6 +1,7 @@
 """``backfill``: replay an event-time range of the input through the same graph as ``all``.
 
 ``riskpipe run backfill --from 2026-11-02T00:00:00Z --to 2026-11-03T00:00:00Z --input … --lake … --warehouse …``
+(or ``--raw URI`` instead of ``--input``: replay from the raw zone, production only)
 recomputes every table's rows whose event time is in ``[from, to)`` and MERGEs them by
 natural key, so a backfill over a processed range changes nothing and one over a range
 with too-late or missing data restates exactly those rows. Whole hours only, so finance
@@ -16,7 +17,7 @@ import apache_beam as beam
 
 from io_connectors.warehouse import ReadWarehouseTable
 from pipelines import graph
-from runners.options import BackfillOptions, JobOptions
+from runners.options import BackfillOptions, JobOptions, RawOptions
 from schemas import DATASETS
 from transforms.eventtime import FilterEventTime, KeepRowsInRange
 from transforms.features import HISTORY_US
@@ -43,7 +44,11 @@ def time_range(options) -> tuple[int, int]:
 def build(p, options) -> dict:
     start, end = time_range(options)
     lo, hi = format_micros(start), format_micros(end)
-    prepared = graph.read_and_prepare(p, options, DATASETS)
+    from_raw = options.view_as(RawOptions).raw is not None and not options.view_as(JobOptions).input
+    sources = graph.read_sources(
+        p, options, DATASETS, raw_range=(start - HISTORY_US, end) if from_raw else None
+    )
+    prepared = graph.read_and_prepare(p, options, DATASETS, sources)
     for dataset, parts in prepared.items():
         lookback = HISTORY_US if dataset == "payment_event" else 0
         parts["clean"] = parts["clean"] | f"Range_{dataset}" >> FilterEventTime(start - lookback, end)
@@ -75,7 +80,8 @@ def build(p, options) -> dict:
 
 def run(argv=None):
     options = graph.pipeline_options(argv)
-    graph.preflight(options, DATASETS)
+    from_raw = options.view_as(RawOptions).raw is not None and not options.view_as(JobOptions).input
+    graph.preflight(options, DATASETS, needs_input=not from_raw, reads_raw=from_raw)
     if options.view_as(JobOptions).mode != "batch":
         raise ValueError("backfill runs in --mode batch")
     time_range(options)

@@ -15,8 +15,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 import dlp_configs
 from io_connectors.files import ReadDatasetFiles
 from io_connectors.quarantine import EncryptQuarantine
+from io_connectors.raw_zone import LandRaw, ReadRawZone
 from io_connectors.warehouse import LocalTableSink, WriteToTables
-from runners.options import JobOptions, TimeOptions, key_provider, lateness, validate_time_options
+from runners.options import (
+    JobOptions,
+    TimeOptions,
+    key_provider,
+    lateness,
+    raw_settings,
+    validate_time_options,
+)
 from transforms.features import ComputeFraudFeatures
 from transforms.finance import AggregateFinanceHourly, EnrichChargebacks
 from transforms.kyc import LatestKycProfile
@@ -24,10 +32,22 @@ from transforms.prepare import PrepareDataset
 from transforms.protect import ProtectFields
 
 
-def preflight(options: PipelineOptions, datasets, *, needs_sink: bool = True) -> None:
+def preflight(
+    options: PipelineOptions,
+    datasets,
+    *,
+    needs_sink: bool = True,
+    needs_input: bool = True,
+    reads_raw: bool = False,
+) -> None:
     """Fail before launch with a message that says what to fix."""
     job = options.view_as(JobOptions)
-    if not job.input:
+    if reads_raw and job.env == "nonprod":
+        raise ValueError(
+            f"reading the raw zone is refused in {job.env}: raw data is production personal data"
+        )
+    raw_settings(options)  # validates --raw/--raw_keys
+    if needs_input and not job.input:
         raise ValueError("--input is required: the directory with payment_event/, chargeback/, kyc_profile/")
     if needs_sink and not job.warehouse:
         raise ValueError("--warehouse is required: the DuckDB file the tables are written to")
@@ -53,12 +73,20 @@ def pipeline_options(argv) -> PipelineOptions:
     return options
 
 
-def read_and_prepare(p: beam.Pipeline, options: PipelineOptions, datasets) -> dict[str, dict]:
+def read_sources(
+    p: beam.Pipeline, options: PipelineOptions, datasets, raw_range=None
+) -> dict[str, beam.PCollection]:
+    """SourceRecords per dataset: input files (batch or watched), or the raw zone for ``raw_range``."""
     job = options.view_as(JobOptions)
     time_opts = options.view_as(TimeOptions)
-    prepared = {}
+    sources = {}
     for dataset in datasets:
-        records = p | f"Read_{dataset}" >> ReadDatasetFiles(
+        if raw_range is not None:
+            sources[dataset] = p | f"ReadRaw_{dataset}" >> ReadRawZone(
+                dataset, raw_settings(options), *raw_range
+            )
+            continue
+        sources[dataset] = p | f"Read_{dataset}" >> ReadDatasetFiles(
             job.input,
             dataset,
             stream=job.mode == "stream",
@@ -66,6 +94,24 @@ def read_and_prepare(p: beam.Pipeline, options: PipelineOptions, datasets) -> di
             idle_timeout=job.idle_timeout,
             out_of_orderness=dt.timedelta(seconds=time_opts.out_of_orderness_seconds),
         )
+    return sources
+
+
+def land_raw(sources: dict[str, beam.PCollection], options: PipelineOptions) -> None:
+    """Land every source record in the raw zone (when --raw is set)."""
+    settings = raw_settings(options)
+    if settings is None:
+        return
+    for dataset, records in sources.items():
+        records | f"LandRaw_{dataset}" >> LandRaw(dataset, settings)
+
+
+def read_and_prepare(p: beam.Pipeline, options: PipelineOptions, datasets, sources=None) -> dict[str, dict]:
+    time_opts = options.view_as(TimeOptions)
+    sources = sources if sources is not None else read_sources(p, options, datasets)
+    prepared = {}
+    for dataset in datasets:
+        records = sources[dataset]
         prepared[dataset] = records | f"Prepare_{dataset}" >> PrepareDataset(
             dataset,
             allowed_lateness=lateness(options, dataset),

@@ -21,6 +21,7 @@ JOBS = {
     "fraud-features": "pipelines.fraud_features",
     "finance-hourly": "pipelines.finance_hourly",
     "backfill": "pipelines.backfill",
+    "land": "pipelines.land",
 }
 
 
@@ -63,10 +64,10 @@ def _check_beam_args(argv: list[str]) -> None:
 def _cmd_run(args, rest: list[str]) -> int:
     module = _job_module(args.job)
     if "-h" in rest or "--help" in rest:
-        from runners.options import BackfillOptions, JobOptions, KeyOptions, TimeOptions
+        from runners.options import BackfillOptions, JobOptions, KeyOptions, RawOptions, TimeOptions
 
         parser = argparse.ArgumentParser(prog=f"riskpipe run {args.job}", description=module.__doc__)
-        for cls in (JobOptions, TimeOptions, KeyOptions, BackfillOptions):
+        for cls in (JobOptions, TimeOptions, KeyOptions, BackfillOptions, RawOptions):
             cls._add_argparse_args(parser)
         parser.print_help()
         print("\nBeam's own options (--runner, --flink_master, --s3_endpoint_url, ...) are accepted too.")
@@ -116,13 +117,28 @@ def _print_summary(result, elapsed: float) -> None:
     for row in rows:
         if row["quarantine_reasons"]:
             print(f"quarantined {row['dataset']}: {json.dumps(row['quarantine_reasons'])}")
+    landed = sum(
+        v for k, v in values.items() if k.startswith("riskpipe.raw/") and k.endswith(".records_landed")
+    )
+    if landed:
+        written = sum(
+            v for k, v in values.items() if k.startswith("riskpipe.raw/") and k.endswith(".objects_written")
+        )
+        conflicts = sum(
+            v for k, v in values.items() if k.startswith("riskpipe.raw/") and k.endswith(".conflicts")
+        )
+        print(f"raw zone: {landed} records landed, {written} new objects, {conflicts} conflicts refused")
     total = sum(r["read"] for r in rows)
     print(f"elapsed {elapsed:.1f}s, {total / max(elapsed, 1e-9):,.0f} records/s")
 
 
 def scan_pii_allow_args() -> list[str]:
-    """Generated ids (``pe_`` + 16 hex) are sometimes all digits and Luhn-valid: not card numbers."""
-    return ["--allow", "pan:*event_id", "--allow", "pan:*charge_id"]
+    """Known non-PII look-alikes in riskpipe outputs.
+
+    Generated ids (``pe_`` + 16 hex) are sometimes all digits and Luhn-valid; the raw
+    zone's ``sealed`` column is AES-SIV ciphertext, whose random bytes can spell anything.
+    """
+    return ["--allow", "pan:*event_id", "--allow", "pan:*charge_id", "--allow", "*:sealed"]
 
 
 def _cmd_demo(args) -> int:
@@ -133,8 +149,10 @@ def _cmd_demo(args) -> int:
     from runners.summary import format_table
 
     work = os.path.abspath(args.workdir)
-    input_dir, lake, warehouse = (os.path.join(work, n) for n in ("input", "lake", "warehouse.duckdb"))
-    for path in (input_dir, lake):
+    input_dir, lake, warehouse, raw = (
+        os.path.join(work, n) for n in ("input", "lake", "warehouse.duckdb", "raw")
+    )
+    for path in (input_dir, lake, raw, raw + "-keys"):
         shutil.rmtree(path, ignore_errors=True)
     for path in (warehouse, warehouse + ".wal"):
         if os.path.exists(path):
@@ -154,14 +172,24 @@ def _cmd_demo(args) -> int:
     print("== 2/3 running job 'all' in batch mode on the direct runner")
     started = time.monotonic()
     result = _job_module("all").run(
-        [f"--input={input_dir}", f"--lake={lake}", f"--warehouse={warehouse}", "--mode=batch", "--env=dev"]
+        [
+            f"--input={input_dir}",
+            f"--lake={lake}",
+            f"--warehouse={warehouse}",
+            f"--raw={raw}",
+            "--mode=batch",
+            "--env=dev",
+        ]
     )
     _print_summary(result, time.monotonic() - started)
     print(format_table(table_row_counts(warehouse), ["table", "rows"]))
     print("== 3/3 scanning every output for raw personal data")
-    code = scan_pii.main([lake, warehouse, *scan_pii_allow_args()])
+    code = scan_pii.main([lake, warehouse, raw, *scan_pii_allow_args()])
     print(
-        f"== done. lake: {lake}  warehouse: {warehouse}  (duckdb {warehouse} -c 'FROM curated.payment_event LIMIT 5')"
+        f"== done. lake: {lake}\n   warehouse: {warehouse}\n   raw zone: {raw} (payloads sealed per subject)"
+    )
+    print(
+        f"   try: duckdb {warehouse} -c 'FROM analytics.fraud_features ORDER BY card_txn_count_5m DESC LIMIT 5'"
     )
     return code
 
@@ -195,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="start/stop/check the local service stack", add_help=False)
     stack.add_argument("action", nargs="?")
 
+    reid = sub.add_parser("reidentify", help="compliance: re-identify tokens (prod, audited)", add_help=False)
+    reid.add_argument("rest", nargs="*")
+
+    erase = sub.add_parser("erase-keys", help="crypto-shred a data subject in the raw zone", add_help=False)
+    erase.add_argument("rest", nargs="*")
+
     scan = sub.add_parser("scan-pii", help="scan outputs and logs for raw personal data", add_help=False)
     scan.add_argument("paths", nargs="*")
     return parser
@@ -212,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
             from runners import stack
 
             return stack.main(argv[1:])
+        if args.command == "reidentify":
+            from runners import reidentify
+
+            return reidentify.main(argv[1:])
+        if args.command == "erase-keys":
+            from runners import erase
+
+            return erase.main(argv[1:])
         if args.command == "scan-pii":
             from runners import scan_pii
 

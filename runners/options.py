@@ -175,3 +175,34 @@ class BackfillOptions(PipelineOptions):
         parser.add_argument(
             "--to", dest="range_to", default=None, help="range end, exclusive (RFC 3339, whole hour)"
         )
+
+
+class RawOptions(PipelineOptions):
+    """The raw zone: where landed records and their per-subject keys live."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--raw", default=None, help="raw zone root (local dir or s3://bucket/prefix)")
+        parser.add_argument(
+            "--raw_keys",
+            default=None,
+            help="per-subject key store (never inside the Object Lock bucket); default: <raw>-keys for a local raw zone",
+        )
+        parser.add_argument("--raw_kms_key_id", default=None, help="KMS key for SSE-KMS of raw objects (S3)")
+
+
+def raw_settings(options: PipelineOptions):
+    """RawZoneSettings for the job, or None without --raw."""
+    from io_connectors.raw_zone import RawZoneSettings
+
+    raw = options.view_as(RawOptions)
+    if not raw.raw:
+        return None
+    keys = raw.raw_keys
+    if not keys:
+        if raw.raw.startswith("s3://"):
+            raise ValueError("--raw_keys is required with an s3:// raw zone (a bucket without Object Lock)")
+        keys = raw.raw.rstrip("/") + "-keys"
+    if keys.rstrip("/").startswith(raw.raw.rstrip("/") + "/"):
+        raise ValueError("--raw_keys must not be inside --raw: locked keys could not be shredded")
+    return RawZoneSettings(raw.raw, keys, key_provider(options), raw.raw_kms_key_id)
