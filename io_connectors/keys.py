@@ -65,12 +65,9 @@ def _write_document(uri: str, doc: dict, s3_client=None, kms_key_id: str | None 
 
 
 def _aws_client(service: str, region: str | None, endpoint_url: str | None):
-    try:
-        import boto3
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise RuntimeError("the KMS key provider needs boto3: pip install 'riskpipe[aws]'") from err
-    # None → boto3's standard chain (AWS_REGION, AWS_ENDPOINT_URL, IRSA, instance profile ...)
-    return boto3.client(service, region_name=region, endpoint_url=endpoint_url)
+    from io_connectors.aws import client
+
+    return client(service, region, endpoint_url)
 
 
 @dataclass(frozen=True)

@@ -151,12 +151,13 @@ class LocalStore:
 class S3Store:
     """A bucket prefix; writes carry SSE-KMS, Content-MD5 and a sha256 to compare replays."""
 
-    def __init__(self, uri: str, kms_key_id: str | None = None):
+    def __init__(self, uri: str, kms_key_id: str | None = None, immutable: bool = False):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         self.bucket, self.prefix, self.kms_key_id = bucket, prefix.strip("/"), kms_key_id
-        import boto3
+        self.immutable = immutable
+        from io_connectors.aws import client
 
-        self._s3 = boto3.client("s3")  # standard chain: AWS_REGION, AWS_ENDPOINT_URL, IRSA …
+        self._s3 = client("s3")  # standard chain: AWS_REGION, AWS_ENDPOINT_URL, IRSA …
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -177,6 +178,19 @@ class S3Store:
             head = None
         if head is not None:
             return "unchanged" if head.get("Metadata", {}).get("sha256") == digest else "conflict"
+        if self.immutable:
+            # raw objects: COMPLIANCE lock + SSE-KMS requested on the object itself (raw_bucket.put_immutable)
+            from io_connectors.raw_bucket import put_immutable
+
+            put_immutable(
+                self._s3,
+                self.bucket,
+                self._key(key),
+                body,
+                kms_key_id=self.kms_key_id,
+                metadata={"sha256": digest},
+            )
+            return "written"
         extra = {"ServerSideEncryption": "aws:kms", "BucketKeyEnabled": True}
         if self.kms_key_id:
             extra["SSEKMSKeyId"] = self.kms_key_id
@@ -209,8 +223,8 @@ class S3Store:
         return deleted
 
 
-def open_store(uri: str, kms_key_id: str | None = None):
-    return S3Store(uri, kms_key_id) if uri.startswith("s3://") else LocalStore(uri)
+def open_store(uri: str, kms_key_id: str | None = None, immutable: bool = False):
+    return S3Store(uri, kms_key_id, immutable) if uri.startswith("s3://") else LocalStore(uri)
 
 
 # --- per-subject keys ------------------------------------------------------------
@@ -397,7 +411,7 @@ class _WriteObjectFn(beam.DoFn):
         self._settings = settings
 
     def setup(self):
-        self._store = open_store(self._settings.raw_uri, self._settings.kms_key_id)
+        self._store = open_store(self._settings.raw_uri, self._settings.kms_key_id, immutable=True)
 
     def process(self, element):
         name, records = element

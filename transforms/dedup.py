@@ -37,7 +37,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.records import EVENT_US_KEY, check_dataset, content_digest, natural_key
+from transforms.records import EVENT_US_KEY, KeyedRecord, check_dataset, content_digest, natural_key
 from transforms.timeutil import timer_micros
 
 DEFAULT_TTL = dt.timedelta(hours=48)
@@ -142,4 +142,6 @@ class DeduplicateEvents(beam.PTransform):
                 | "GroupCopies" >> beam.GroupByKey()
                 | "PickWinner" >> beam.ParDo(_PickWinnerFn(dataset))
             )
-        return keyed | "Deduplicate" >> beam.ParDo(_DeduplicateFn(dataset, self._ttl_us))
+        return keyed | "Deduplicate" >> beam.ParDo(_DeduplicateFn(dataset, self._ttl_us)).with_input_types(
+            KeyedRecord
+        )

@@ -147,7 +147,9 @@ class RouteLateData(beam.PTransform):
             | "KeyByShard"
             >> beam.Map(lambda r: (zlib.crc32(natural_key(dataset, r).encode("utf-8")) % shards, r))
             | "RouteLate"
-            >> beam.ParDo(_RouteLateFn(dataset, self._allowed_us)).with_outputs(TOO_LATE, main="on_time")
+            >> beam.ParDo(_RouteLateFn(dataset, self._allowed_us))
+            .with_input_types(tuple[int, dict])
+            .with_outputs(TOO_LATE, main="on_time")
         )
 
 

@@ -36,6 +36,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms.records import KeyedRecord
 from transforms.timeutil import format_micros, now_micros, parse_rfc3339_micros, timer_micros
 
 _MIN = 60 * 1_000_000
@@ -227,7 +228,10 @@ class ComputeFraudFeatures(beam.PTransform):
                     | f"Features_{family}" >> beam.FlatMap(_family_batch, family)
                 )
             else:
-                parts.append(keyed | f"Features_{family}" >> beam.ParDo(_family_fn(family)))
+                parts.append(
+                    keyed
+                    | f"Features_{family}" >> beam.ParDo(_family_fn(family)).with_input_types(KeyedRecord)
+                )
         base = payments | "Base" >> beam.Map(
             lambda r: (
                 r["event_id"],
@@ -250,4 +254,4 @@ class ComputeFraudFeatures(beam.PTransform):
                 | "GroupParts" >> beam.GroupByKey()
                 | "JoinFamilies" >> beam.Map(lambda kv: _assemble({part[0]: part for part in kv[1]}))
             )
-        return flat | "JoinFamilies" >> beam.ParDo(_JoinFamiliesFn())
+        return flat | "JoinFamilies" >> beam.ParDo(_JoinFamiliesFn()).with_input_types(KeyedRecord)

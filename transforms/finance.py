@@ -32,6 +32,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms.records import KeyedRecord
 from transforms.timeutil import hour_start, parse_rfc3339_micros, timer_micros
 
 CHARGEBACK_COLUMNS = (
@@ -190,7 +191,9 @@ class EnrichChargebacks(beam.PTransform):
         flat = (keyed_payments, keyed_chargebacks) | "FlattenForJoin" >> beam.Flatten()
         if payments.is_bounded and chargebacks.is_bounded:
             return flat | "GroupById" >> beam.GroupByKey() | "Enrich" >> beam.ParDo(_EnrichBatchFn())
-        return flat | "Enrich" >> beam.ParDo(_EnrichFn(self._wait_us, self._ttl_us))
+        return flat | "Enrich" >> beam.ParDo(_EnrichFn(self._wait_us, self._ttl_us)).with_input_types(
+            KeyedRecord
+        )
 
 
 class AggregateFinanceHourly(beam.PTransform):

@@ -19,6 +19,8 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from transforms.records import KeyedRecord
+
 
 def kyc_order(record) -> tuple[int, str]:
     return (record["version"], record["updated_at"])
@@ -64,4 +66,4 @@ class LatestKycProfile(beam.PTransform):
         if pcoll.is_bounded:
             # bounded input: the newest per user is known at once (one row per user)
             return keyed | "GroupVersions" >> beam.GroupByKey() | "PickNewest" >> beam.ParDo(_PickNewestFn())
-        return keyed | "KeepNewest" >> beam.ParDo(_LatestVersionFn())
+        return keyed | "KeepNewest" >> beam.ParDo(_LatestVersionFn()).with_input_types(KeyedRecord)

@@ -18,6 +18,8 @@ import orjson
 from schemas import DATASETS
 
 Record = dict[str, Any]
+#: (key, value) pairs into keyed stateful steps: a str key gets a deterministic key coder
+KeyedRecord = tuple[str, Any]
 
 #: field that carries each dataset's event time (ARCHITECTURE.md section 5)
 EVENT_TIME_FIELD = {
