@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="start/stop/check the local service stack", add_help=False)
     stack.add_argument("action", nargs="?")
 
+    raw = sub.add_parser("raw", help="raw-zone bucket: init | check", add_help=False)
+    raw.add_argument("rest", nargs="*")
+
     reid = sub.add_parser("reidentify", help="compliance: re-identify tokens (prod, audited)", add_help=False)
     reid.add_argument("rest", nargs="*")
 
@@ -246,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             from runners import stack
 
             return stack.main(argv[1:])
+        if args.command == "raw":
+            from runners import raw
+
+            return raw.main(argv[1:])
         if args.command == "reidentify":
             from runners import reidentify
 

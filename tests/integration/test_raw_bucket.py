@@ -275,3 +275,15 @@ def test_put_immutable_refuses_bodies_over_the_single_put_limit(aws_env, monkeyp
 def test_init_rejects_bad_uris(uri):
     with pytest.raises(ValueError, match=r"s3://bucket\[/prefix\]|not a valid S3 bucket name"):
         init_raw_bucket(uri, "alias/raw")
+
+
+def test_cli_raw_init_then_check(kms_key, capsys):
+    import uuid
+
+    from runners.cli import main as cli_main
+
+    uri = f"s3://riskpipe-cli-{uuid.uuid4().hex[:10]}"
+    assert cli_main(["raw", "check", uri, "--kms-key-id", kms_key]) == 1
+    assert cli_main(["raw", "init", uri, "--kms-key-id", kms_key]) == 0
+    assert cli_main(["raw", "check", uri, "--kms-key-id", kms_key]) == 0
+    assert "compliant" in capsys.readouterr().out
