@@ -14,12 +14,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 import dlp_configs
 from io_connectors.files import ReadDatasetFiles
+from io_connectors.kafka import ReadFromKafka
 from io_connectors.quarantine import EncryptQuarantine
 from io_connectors.raw_zone import LandRaw, ReadRawZone
 from io_connectors.warehouse import LocalTableSink, WriteToTables
 from runners.options import (
     JobOptions,
+    KafkaOptions,
     TimeOptions,
+    kafka_settings,
     key_provider,
     lateness,
     raw_settings,
@@ -47,6 +50,14 @@ def preflight(
             f"reading the raw zone is refused in {job.env}: raw data is production personal data"
         )
     raw_settings(options)  # validates --raw/--raw_keys
+    kafka = options.view_as(KafkaOptions)
+    if kafka.source == "kafka":
+        if job.mode != "stream":
+            raise ValueError(
+                "--source kafka reads unbounded topics: use --mode stream (with --idle-timeout to stop)"
+            )
+        kafka_settings(options)
+        needs_input = False
     if needs_input and not job.input:
         raise ValueError("--input is required: the directory with payment_event/, chargeback/, kyc_profile/")
     if needs_sink and not job.warehouse:
@@ -76,7 +87,7 @@ def pipeline_options(argv) -> PipelineOptions:
 def read_sources(
     p: beam.Pipeline, options: PipelineOptions, datasets, raw_range=None
 ) -> dict[str, beam.PCollection]:
-    """SourceRecords per dataset: input files (batch or watched), or the raw zone for ``raw_range``."""
+    """SourceRecords per dataset: input files (batch or watched), Kafka topics, or the raw zone for ``raw_range``."""
     job = options.view_as(JobOptions)
     time_opts = options.view_as(TimeOptions)
     sources = {}
@@ -84,6 +95,18 @@ def read_sources(
         if raw_range is not None:
             sources[dataset] = p | f"ReadRaw_{dataset}" >> ReadRawZone(
                 dataset, raw_settings(options), *raw_range
+            )
+            continue
+        kafka = options.view_as(KafkaOptions)
+        if kafka.source == "kafka":
+            sources[dataset] = p | f"ReadKafka_{dataset}" >> ReadFromKafka(
+                f"{kafka.kafka_topic_prefix}{dataset}",
+                dataset,
+                kafka_settings(options),
+                group_id=kafka.kafka_group,
+                start=kafka.kafka_start,
+                idle_timeout=job.idle_timeout,
+                out_of_orderness_us=int(time_opts.out_of_orderness_seconds * 1_000_000),
             )
             continue
         sources[dataset] = p | f"Read_{dataset}" >> ReadDatasetFiles(

@@ -64,10 +64,17 @@ def _check_beam_args(argv: list[str]) -> None:
 def _cmd_run(args, rest: list[str]) -> int:
     module = _job_module(args.job)
     if "-h" in rest or "--help" in rest:
-        from runners.options import BackfillOptions, JobOptions, KeyOptions, RawOptions, TimeOptions
+        from runners.options import (
+            BackfillOptions,
+            JobOptions,
+            KafkaOptions,
+            KeyOptions,
+            RawOptions,
+            TimeOptions,
+        )
 
         parser = argparse.ArgumentParser(prog=f"riskpipe run {args.job}", description=module.__doc__)
-        for cls in (JobOptions, TimeOptions, KeyOptions, BackfillOptions, RawOptions):
+        for cls in (JobOptions, TimeOptions, KeyOptions, BackfillOptions, RawOptions, KafkaOptions):
             cls._add_argparse_args(parser)
         parser.print_help()
         print("\nBeam's own options (--runner, --flink_master, --s3_endpoint_url, ...) are accepted too.")
@@ -223,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="start/stop/check the local service stack", add_help=False)
     stack.add_argument("action", nargs="?")
 
+    prod = sub.add_parser("produce", help="send generated records to Kafka (stream demos)", add_help=False)
+    prod.add_argument("rest", nargs="*")
+
     raw = sub.add_parser("raw", help="raw-zone bucket: init | check", add_help=False)
     raw.add_argument("rest", nargs="*")
 
@@ -249,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             from runners import stack
 
             return stack.main(argv[1:])
+        if args.command == "produce":
+            from runners import produce
+
+            return produce.main(argv[1:])
         if args.command == "raw":
             from runners import raw
 

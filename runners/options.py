@@ -206,3 +206,47 @@ def raw_settings(options: PipelineOptions):
     if keys.rstrip("/").startswith(raw.raw.rstrip("/") + "/"):
         raise ValueError("--raw_keys must not be inside --raw: locked keys could not be shredded")
     return RawZoneSettings(raw.raw, keys, key_provider(options), raw.raw_kms_key_id)
+
+
+class KafkaOptions(PipelineOptions):
+    """Stream sources on Kafka (MSK in production). TLS material by path; no credential is an option."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--source", choices=("files", "kafka"), default="files", help="where records come from"
+        )
+        parser.add_argument("--kafka_bootstrap", default=None, help="bootstrap servers (host:port,...)")
+        parser.add_argument(
+            "--kafka_security_protocol",
+            choices=("SSL", "SASL_SSL"),
+            default="SSL",
+            help="TLS, or TLS + SASL (MSK IAM)",
+        )
+        parser.add_argument(
+            "--kafka_ca", default=None, help="CA bundle (PEM) that signed the brokers' certificates"
+        )
+        parser.add_argument(
+            "--kafka_msk_iam_region", default=None, help="SASL_SSL: OAUTHBEARER tokens from MSK IAM"
+        )
+        parser.add_argument(
+            "--kafka_topic_prefix", default="riskpipe.", help="topic per dataset: <prefix><dataset>"
+        )
+        parser.add_argument(
+            "--kafka_group", default="riskpipe", help="consumer group (offsets for lag monitoring)"
+        )
+        parser.add_argument("--kafka_start", choices=("earliest", "latest"), default="earliest")
+
+
+def kafka_settings(options: PipelineOptions):
+    from io_connectors.kafka import KafkaSettings
+
+    kafka = options.view_as(KafkaOptions)
+    if not kafka.kafka_bootstrap:
+        raise ValueError("--source kafka needs --kafka_bootstrap")
+    return KafkaSettings(
+        kafka.kafka_bootstrap,
+        security_protocol=kafka.kafka_security_protocol,
+        ssl_ca_location=kafka.kafka_ca,
+        msk_iam_region=kafka.kafka_msk_iam_region,
+    )

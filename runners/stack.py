@@ -7,6 +7,11 @@ scripts read. Services:
 
 * ``moto`` — moto's server mode: the S3, KMS and STS APIs (boto3 and Beam's
   S3 filesystem talk to it over HTTP exactly as they would to AWS).
+* ``kafka`` — an Apache Kafka broker in KRaft mode (combined broker +
+  controller) run from the Maven Central jars (resolved once with ``mvn`` into
+  ``.cache/``), with a TLS-only client listener: a throwaway CA and broker
+  certificate are generated at every start, so encryption in transit is
+  exercised, not assumed. Needs Java 17 and Maven.
 
 ``up`` is idempotent (a healthy running service is kept); ``down`` stops what
 ``up`` started. A service that does not become healthy in time fails ``up``
@@ -28,6 +33,17 @@ import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+CACHE = pathlib.Path(os.environ.get("RISKPIPE_CACHE_DIR", ROOT / ".cache"))
+KAFKA_VERSION = "4.1.0"
+_KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>riskpipe.local</groupId><artifactId>kafka-broker-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{v}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>{v}</version></dependency>
+  </dependencies>
+</project>
+"""
 STATE = pathlib.Path(os.environ.get("RISKPIPE_STACK_DIR", ROOT / ".stack"))
 ENDPOINTS = STATE / "endpoints.json"
 
@@ -68,16 +84,24 @@ def _moto_binary() -> str:
     return found
 
 
-def up(timeout: float = 30.0) -> dict:
+def up(services=("moto", "kafka")) -> dict:
     STATE.mkdir(parents=True, exist_ok=True)
     endpoints = _read_endpoints()
+    if "moto" in services:
+        _moto_up(endpoints)
+    if "kafka" in services:
+        _kafka_up(endpoints)
+    return endpoints
+
+
+def _moto_up(endpoints: dict, timeout: float = 30.0) -> None:
     moto = endpoints.get("moto")
     if moto and _alive(moto["pid"]) and _moto_healthy(moto["url"]):
         print(f"moto: already running at {moto['url']}")
-        return endpoints
+        return
     port = _free_port()
     log = open(STATE / "moto.log", "ab")
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv, loopback only
+    proc = subprocess.Popen(
         [_moto_binary(), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -92,11 +116,183 @@ def up(timeout: float = 30.0) -> dict:
             endpoints["moto"] = {"pid": proc.pid, "url": url, "region": "us-east-1"}
             ENDPOINTS.write_text(json.dumps(endpoints, indent=2))
             print(f"moto: healthy at {url} (pid {proc.pid}, log {STATE / 'moto.log'})")
-            return endpoints
+            return
         time.sleep(0.3)
     tail = (STATE / "moto.log").read_text(errors="replace").splitlines()[-15:]
     proc.kill()
     raise RuntimeError("moto did not become healthy:\n" + "\n".join(tail))
+
+
+def _kafka_jars() -> pathlib.Path:
+    """The broker's jars for KAFKA_VERSION, resolved once from Maven Central into the cache."""
+    lib = CACHE / f"kafka-{KAFKA_VERSION}" / "lib"
+    if (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return lib
+    if not shutil.which("mvn") or not shutil.which("java"):
+        raise RuntimeError("the Kafka broker needs Java 17 and Maven (mvn) on PATH")
+    lib.mkdir(parents=True, exist_ok=True)
+    pom = lib.parent / "pom.xml"
+    pom.write_text(_KAFKA_POM.format(v=KAFKA_VERSION))
+    result = subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={lib}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        raise RuntimeError("resolving the Kafka jars failed:\n" + (result.stdout + result.stderr)[-2000:])
+    return lib
+
+
+def _write_tls(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A throwaway CA and a broker certificate for 127.0.0.1/localhost (PEM); returns (ca, keystore)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "riskpipe local CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, keystore = folder / "ca.pem", folder / "broker.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            pem_key
+            + cert.public_bytes(serialization.Encoding.PEM)
+            + ca.public_bytes(serialization.Encoding.PEM)
+        )
+    return ca_path, keystore
+
+
+def _kafka_healthy(bootstrap: str, ca: str) -> bool:
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(
+            {"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca}
+        )
+        return bool(admin.list_topics(timeout=3).brokers)
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+def _kafka_up(endpoints: dict, timeout: float = 90.0) -> None:
+    kafka = endpoints.get("kafka")
+    if kafka and _alive(kafka["pid"]) and _kafka_healthy(kafka["bootstrap"], kafka["ca"]):
+        print(f"kafka: already running at {kafka['bootstrap']} (TLS)")
+        return
+    lib = _kafka_jars()
+    home = STATE / "kafka"
+    shutil.rmtree(home, ignore_errors=True)
+    ca, keystore = _write_tls(home / "tls")
+    port, controller = _free_port(), _free_port()
+    props = home / "server.properties"
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}",
+                f"listeners=SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                f"advertised.listeners=SSL://127.0.0.1:{port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=SSL",
+                "listener.security.protocol.map=SSL:SSL,CONTROLLER:PLAINTEXT",
+                f"log.dirs={home / 'data'}",
+                "num.partitions=3",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={keystore}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={ca}",
+                "ssl.endpoint.identification.algorithm=https",
+                "auto.create.topics.enable=false",
+                "",
+            ]
+        )
+    )
+    classpath = f"{lib}/*"
+    java = ["java", "-Xmx512m", "-cp", classpath]
+    cluster = subprocess.run(
+        [*java, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True, check=True
+    )
+    cluster_id = cluster.stdout.strip().splitlines()[-1]
+    subprocess.run(
+        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    log = open(STATE / "kafka.log", "ab")
+    proc = subprocess.Popen(
+        [*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    bootstrap = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _kafka_healthy(bootstrap, str(ca)):
+            endpoints["kafka"] = {
+                "pid": proc.pid,
+                "bootstrap": bootstrap,
+                "ca": str(ca),
+                "security_protocol": "SSL",
+            }
+            ENDPOINTS.write_text(json.dumps(endpoints, indent=2))
+            print(f"kafka: healthy at {bootstrap} (TLS, pid {proc.pid}, log {STATE / 'kafka.log'})")
+            return
+        time.sleep(1)
+    tail = (STATE / "kafka.log").read_text(errors="replace").splitlines()[-20:]
+    proc.kill()
+    raise RuntimeError("kafka did not become healthy:\n" + "\n".join(tail))
 
 
 def down() -> None:
@@ -119,21 +315,29 @@ def down() -> None:
 def status() -> int:
     endpoints = _read_endpoints()
     healthy = True
-    for name in ("moto",):
+    checks = {
+        "moto": lambda i: _moto_healthy(i["url"]),
+        "kafka": lambda i: _kafka_healthy(i["bootstrap"], i["ca"]),
+    }
+    for name, check in checks.items():
         info = endpoints.get(name)
-        ok = bool(info) and _alive(info["pid"]) and _moto_healthy(info["url"])
+        ok = bool(info) and _alive(info["pid"]) and check(info)
         healthy &= ok
-        print(f"{name}: {'healthy at ' + info['url'] if ok else 'not running'}")
+        where = info.get("url") or info.get("bootstrap") if info else ""
+        print(f"{name}: {'healthy at ' + where if ok else 'not running'}")
     return 0 if healthy else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="riskpipe stack", description="start/stop the local service stack")
     parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--only", action="append", choices=("moto", "kafka"), help="start only these services"
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
-            up()
+            up(tuple(args.only) if args.only else ("moto", "kafka"))
         elif args.action == "down":
             down()
         else:
