@@ -105,3 +105,30 @@ def test_stream_from_kafka_matches_batch_from_files_and_quarantines_bad_messages
     assert {r["table"]: r["rows"] for r in table_row_counts(str(stream_wh))}[
         "curated.payment_event"
     ] == events
+
+
+def test_write_to_kafka_delivers_every_message_once(kafka):
+    import apache_beam as beam
+    from confluent_kafka import Consumer, TopicPartition
+
+    from io_connectors.kafka import WriteToKafka
+
+    topic = f"t{uuid.uuid4().hex[:8]}.out"
+    ensure_topics(kafka, [topic], partitions=2)
+    rows = [(f"k{i}".encode(), f'{{"n": {i}}}'.encode(), [("schema_version", b"1")]) for i in range(300)]
+    with beam.Pipeline() as p:
+        p | beam.Create(rows) | WriteToKafka(topic, kafka)
+    consumer = Consumer({**kafka.client_config(), "group.id": f"check-{topic}", "enable.auto.commit": False})
+    seen: dict[bytes, int] = {}
+    try:
+        partitions = [TopicPartition(topic, p, 0) for p in range(2)]
+        total = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions)
+        assert total == len(rows)  # every message on the broker exactly once
+        consumer.assign(partitions)
+        while sum(seen.values()) < total:
+            message = consumer.poll(5.0)
+            assert message is not None and not message.error()
+            seen[message.key()] = seen.get(message.key(), 0) + 1
+    finally:
+        consumer.close()
+    assert len(seen) == len(rows) and set(seen.values()) == {1}
