@@ -96,7 +96,7 @@ from typing import Any
 
 # _BLOCKED/_read/_write: field addressing is shared with the local engine on purpose; both engines
 # must read and write dotted names identically, or swapping engines would change what is protected.
-from transforms.deid import _BLOCKED, DeidError, _read, _write
+from transforms.deid import _BLOCKED, DeidError, _read, _write, field_transformations
 from transforms.timeutil import format_micros, parse_rfc3339_micros
 
 __all__ = ["CloudDlpEngine", "CloudDlpSettings"]
@@ -293,16 +293,7 @@ def _fill_keys(node: object, where: str, settings: CloudDlpSettings) -> None:
 def _convert(template: object, settings: CloudDlpSettings) -> tuple[dict, list[_Field], tuple[str, ...]]:
     """(DLP JSON ready for ParseDict, the fields in template order, the columns to send)."""
     config = copy.deepcopy(template)
-    top = _keys(config, "deidentifyConfig", {"recordTransformations"}, {"recordTransformations"})
-    records = _keys(
-        top["recordTransformations"],
-        "recordTransformations",
-        {"fieldTransformations"},
-        {"fieldTransformations"},
-    )
-    transformations = records["fieldTransformations"]
-    if not isinstance(transformations, list) or not transformations:
-        raise ValueError("recordTransformations.fieldTransformations: expected a non-empty list")
+    transformations = field_transformations(config)  # the same envelope checks as the local engine
     fields: list[_Field] = []
     contexts: list[tuple[str, str]] = []  # (where, name) of crypto contexts: literal names, never columns
     for n, ft in enumerate(transformations):

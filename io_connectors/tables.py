@@ -149,3 +149,13 @@ for _dataset in ("payment_event", "chargeback", "kyc_profile"):
         key=("source", "position", "reason"),
         processing_time_columns=("ingested_at",),
     )
+
+
+#: the tables derived from input (not quarantine): what replays and parity checks compare
+DERIVED_TABLES = (
+    "curated.payment_event",
+    "curated.chargeback",
+    "curated.kyc_profile",
+    "analytics.fraud_features",
+    "analytics.finance_hourly",
+)

@@ -25,6 +25,17 @@ JOBS = {
 }
 
 
+#: subcommands implemented by a module's ``main(argv)``
+_PASS_THROUGH = {
+    "stack": "runners.stack",
+    "produce": "runners.produce",
+    "raw": "runners.raw",
+    "reidentify": "runners.reidentify",
+    "erase-keys": "runners.erase",
+    "scan-pii": "runners.scan_pii",
+}
+
+
 class UsageError(Exception):
     """A problem the user fixes by changing arguments or configuration."""
 
@@ -255,30 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, rest)
-        if args.command == "stack":
-            from runners import stack
-
-            return stack.main(argv[1:])
-        if args.command == "produce":
-            from runners import produce
-
-            return produce.main(argv[1:])
-        if args.command == "raw":
-            from runners import raw
-
-            return raw.main(argv[1:])
-        if args.command == "reidentify":
-            from runners import reidentify
-
-            return reidentify.main(argv[1:])
-        if args.command == "erase-keys":
-            from runners import erase
-
-            return erase.main(argv[1:])
-        if args.command == "scan-pii":
-            from runners import scan_pii
-
-            return scan_pii.main(argv[1:])
+        if args.command in _PASS_THROUGH:
+            # these subcommands own their argument parsing
+            return importlib.import_module(_PASS_THROUGH[args.command]).main(argv[1:])
         if rest:
             raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "generate":

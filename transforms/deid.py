@@ -1104,22 +1104,28 @@ def _write(out: dict, source: dict, name: str, value: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def field_transformations(template: dict) -> list:
+    """The template's ``recordTransformations.fieldTransformations`` list, after checking the envelope."""
+    config = _obj(template, "deidentifyConfig", {"recordTransformations"}, {"recordTransformations"})
+    records = _obj(
+        config["recordTransformations"],
+        "recordTransformations",
+        {"fieldTransformations"},
+        {"fieldTransformations"},
+    )
+    transformations = records["fieldTransformations"]
+    if not isinstance(transformations, list) or not transformations:
+        raise ValueError("recordTransformations.fieldTransformations: expected a non-empty list")
+    return transformations
+
+
 class LocalDeidEngine:
     """Executes one DLP ``DeidentifyConfig`` on batches of dict records (see the module docstring)."""
 
     def __init__(self, template: dict, resolver: KeyResolver):
         self._template = copy.deepcopy(template)
         self._keys = _Keyring(resolver)
-        config = _obj(template, "deidentifyConfig", {"recordTransformations"}, {"recordTransformations"})
-        records = _obj(
-            config["recordTransformations"],
-            "recordTransformations",
-            {"fieldTransformations"},
-            {"fieldTransformations"},
-        )
-        transformations = records["fieldTransformations"]
-        if not isinstance(transformations, list) or not transformations:
-            raise ValueError("recordTransformations.fieldTransformations: expected a non-empty list")
+        transformations = field_transformations(template)
         self._ops: list[tuple[tuple[str, ...], _Primitive]] = []
         self._by_field: dict[str, _Primitive] = {}
         for n, ft in enumerate(transformations):

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from io_connectors.kafka import KafkaSettings
+from io_connectors.tables import DERIVED_TABLES
 from io_connectors.warehouse import table_digest, table_row_counts
 from runners import stack
 from runners.cli import main as cli_main
@@ -14,13 +15,7 @@ from runners.produce import ensure_topics, produce
 from runners.synthetic import GeneratorRates, generate, iter_messages
 
 DATASETS = ("payment_event", "chargeback", "kyc_profile")
-DERIVED = (
-    "curated.payment_event",
-    "curated.chargeback",
-    "curated.kyc_profile",
-    "analytics.fraud_features",
-    "analytics.finance_hourly",
-)
+DERIVED = DERIVED_TABLES
 # source metadata differs by transport: ingest time (broker vs file time) and schema_version
 # (a header on Kafka, inferred from the record's shape in files)
 SOURCE_COLUMNS = ("ingested_at", "computed_at", "schema_version")

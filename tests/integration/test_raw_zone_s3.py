@@ -10,17 +10,12 @@ import boto3
 
 from io_connectors.keys import KmsKeyProvider
 from io_connectors.raw_bucket import init_raw_bucket
+from io_connectors.tables import DERIVED_TABLES
 from io_connectors.warehouse import table_digest
 from runners.cli import main as cli_main
 from runners.synthetic import GeneratorRates, generate
 
-DERIVED = (
-    "curated.payment_event",
-    "curated.chargeback",
-    "curated.kyc_profile",
-    "analytics.fraud_features",
-    "analytics.finance_hourly",
-)
+DERIVED = DERIVED_TABLES
 
 
 def _objects(s3, bucket: str, prefix: str) -> dict[str, str]:

@@ -16,18 +16,13 @@ import pytest
 
 from io_connectors.keys import LocalKeyProvider
 from io_connectors.raw_zone import LocalStore, SubjectKeys
+from io_connectors.tables import DERIVED_TABLES
 from io_connectors.warehouse import table_digest
 from runners.cli import main as cli_main
 from runners.summary import counters
 from runners.synthetic import generate
 
-DERIVED = (
-    "curated.payment_event",
-    "curated.chargeback",
-    "curated.kyc_profile",
-    "analytics.fraud_features",
-    "analytics.finance_hourly",
-)
+DERIVED = DERIVED_TABLES
 
 
 @pytest.fixture(scope="module")
