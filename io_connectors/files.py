@@ -24,6 +24,7 @@ with TestStream.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 import time
@@ -42,6 +43,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms.records import EVENT_TIME_FIELD, SourceRecord
 from transforms.timeutil import format_micros, now_micros, parse_rfc3339_micros
 
+_LOG = logging.getLogger(__name__)
 _STOP = threading.Event()
 _END = 2**62
 # when each watched pattern last saw a new file; process-wide because a runner may
@@ -106,12 +108,15 @@ class _ReadFileRecordsFn(beam.DoFn):
 
     def process(self, readable_file):
         self._files.inc()
+        count = 0
         with readable_file.open(compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as handle:
             metadata = readable_file.metadata
             modified = getattr(metadata, "last_updated_in_seconds", None)
             for record in _file_records(self._dataset, metadata.path, handle, modified):
                 self._records.inc()
+                count += 1
                 yield record
+        _LOG.info("read %s/%s: %d records", self._dataset, metadata.path.rsplit("/", 1)[-1], count)
 
 
 class _FileIndexRestrictions(RestrictionProvider):
@@ -177,6 +182,7 @@ class _WatchFilesFn(beam.DoFn):
                     # the element's timestamp only orders it; ParseRecords/AssignEventTime set the real one
                     stamp = event_us if event_us is not None else (newest or 0)
                     yield beam.window.TimestampedValue(record, Timestamp(micros=stamp))
+            _LOG.info("read %s (%s): new file", paths[index].rsplit("/", 1)[-1], self._dataset)
             if newest is not None:
                 candidate = Timestamp(micros=newest - self._lag_us)
                 current = watermark.current_watermark()

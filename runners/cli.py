@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # progress of long runs: one line per input file read (names only, never values)
+    logging.getLogger("io_connectors.files").setLevel(logging.INFO)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:
