@@ -35,7 +35,11 @@ setup(
     packages=find_packages(
         include=["pipelines*", "transforms*", "io_connectors*", "runners*", "schemas*", "dlp_configs*"]
     ),
-    package_data={"schemas": ["*/*.avsc"], "dlp_configs": ["*.yaml", "deidentify/*.json"]},
+    package_data={
+        "schemas": ["*/*.avsc"],
+        "dlp_configs": ["*.yaml", "deidentify/*.json"],
+        "runners": ["profiles.yaml"],
+    },
     include_package_data=True,
     install_requires=[
         BEAM,

@@ -8,6 +8,7 @@ are fixed (Flink state is tied to them): renaming one is a state migration.
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -50,6 +51,12 @@ def preflight(
             f"reading the raw zone is refused in {job.env}: raw data is production personal data"
         )
     raw_settings(options)  # validates --raw/--raw_keys
+    jar = options.get_all_options().get("flink_job_server_jar")
+    if jar and "://" not in jar and not os.path.exists(jar):
+        raise ValueError(
+            f"Flink job server jar not found at {jar}: put the jar of exactly apache-beam's version there "
+            "(the runner must not download it at run time)"
+        )
     kafka = options.view_as(KafkaOptions)
     if kafka.source == "kafka":
         if job.mode != "stream":

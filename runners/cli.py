@@ -33,6 +33,7 @@ _PASS_THROUGH = {
     "reidentify": "runners.reidentify",
     "erase-keys": "runners.erase",
     "scan-pii": "runners.scan_pii",
+    "profile": "runners.profiles",
 }
 
 
@@ -90,6 +91,9 @@ def _cmd_run(args, rest: list[str]) -> int:
         parser.print_help()
         print("\nBeam's own options (--runner, --flink_master, --s3_endpoint_url, ...) are accepted too.")
         return 0
+    from runners.profiles import apply_profile
+
+    rest = apply_profile(rest)  # --runner NAME → the profile's Beam/Flink options (CLI flags win)
     _check_beam_args(rest)
     started = time.monotonic()
     _drain_on_interrupt()
@@ -240,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="start/stop/check the local service stack", add_help=False)
     stack.add_argument("action", nargs="?")
+
+    prof = sub.add_parser(
+        "profile", help="runner profiles: list | show NAME | emr-command NAME JOB", add_help=False
+    )
+    prof.add_argument("rest", nargs="*")
 
     prod = sub.add_parser("produce", help="send generated records to Kafka (stream demos)", add_help=False)
     prod.add_argument("rest", nargs="*")
