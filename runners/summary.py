@@ -40,7 +40,9 @@ def dataset_summary(values: dict[str, int], datasets) -> list[dict]:
         rows.append(
             {
                 "dataset": dataset,
-                "read": values.get(f"riskpipe.files/{dataset}.records_read", 0),
+                "read": values.get(f"riskpipe.files/{dataset}.records_read", 0)
+                + values.get(f"riskpipe.kafka/{dataset}.records_read", 0)
+                + values.get(f"riskpipe.raw/{dataset}.records_replayed", 0),
                 "parsed": values.get(f"riskpipe.parse/{dataset}.parsed", 0),
                 "quarantined": values.get(f"riskpipe.parse/{dataset}.quarantined", 0),
                 "quarantine_reasons": dict(sorted(reasons.items())),
