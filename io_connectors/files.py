@@ -60,6 +60,10 @@ def reset_stop() -> None:
     _STOP.clear()
 
 
+def stop_requested() -> bool:
+    return _STOP.is_set()
+
+
 _AVRO_VERSION = re.compile(r"-v(\d+)\.avro$")
 
 
@@ -88,7 +92,7 @@ def _file_records(dataset: str, path: str, handle, modified: float | None = None
                 yield SourceRecord(line, source, str(number), None, ingested_at, "json")
 
 
-def _event_micros(dataset: str, record: SourceRecord) -> int | None:
+def event_micros(dataset: str, record: SourceRecord) -> int | None:
     """Event time of a record for the watermark, or None if it cannot be read (parsing decides later)."""
     payload = record.payload
     try:
@@ -176,7 +180,7 @@ class _WatchFilesFn(beam.DoFn):
             with FileSystems.open(paths[index], compression_type="uncompressed") as handle:
                 for record in _file_records(self._dataset, paths[index], handle, found[index][1]):
                     self._records.inc()
-                    event_us = _event_micros(self._dataset, record)
+                    event_us = event_micros(self._dataset, record)
                     if event_us is not None:
                         newest = event_us if newest is None else max(newest, event_us)
                     # the element's timestamp only orders it; ParseRecords/AssignEventTime set the real one

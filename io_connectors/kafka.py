@@ -42,7 +42,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from io_connectors.files import _STOP, _event_micros
+from io_connectors.files import event_micros, stop_requested
 from transforms.records import SourceRecord
 from transforms.timeutil import format_micros, now_micros
 
@@ -200,7 +200,7 @@ class _ReadPartitionFn(beam.DoFn):
                 else format_micros(now_micros()),
                 headers.get("format", "json"),
             )
-            event_us = _event_micros(self._dataset, record) if record.fmt == "json" else None
+            event_us = event_micros(self._dataset, record) if record.fmt == "json" else None
             if event_us is not None:
                 newest = event_us if newest is None else max(newest, event_us)
             self._records.inc()
@@ -220,7 +220,7 @@ class _ReadPartitionFn(beam.DoFn):
             # after the runner made this bundle's outputs durable: for lag monitoring only
             finalizer.register(lambda: self._consumer.commit(offsets=[commit_to], asynchronous=False))
         idle_for = time.monotonic() - self._last_data[key]
-        if _STOP.is_set() or (
+        if stop_requested() or (
             self._idle is not None
             and emitted == 0
             and idle_for >= self._idle

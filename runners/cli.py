@@ -191,6 +191,12 @@ def _cmd_demo(args) -> int:
         malformed_rate=0.005,
     )
     _cmd_generate(gen)
+    # the job's log goes to a file too, and the scanner reads it: no value may reach a log line
+    log_file = os.path.join(work, "riskpipe.log")
+    handler = logging.FileHandler(log_file, mode="w")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
     print("== 2/3 running job 'all' in batch mode on the direct runner")
     started = time.monotonic()
     result = _job_module("all").run(
@@ -206,7 +212,8 @@ def _cmd_demo(args) -> int:
     _print_summary(result, time.monotonic() - started)
     print(format_table(table_row_counts(warehouse), ["table", "rows"]))
     print("== 3/3 scanning every output for raw personal data")
-    code = scan_pii.main([lake, warehouse, raw, *scan_pii_allow_args()])
+    handler.flush()
+    code = scan_pii.main([lake, warehouse, raw, log_file, *scan_pii_allow_args()])
     print(
         f"== done. lake: {lake}\n   warehouse: {warehouse}\n   raw zone: {raw} (payloads sealed per subject)"
     )
