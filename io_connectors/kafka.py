@@ -162,6 +162,7 @@ class _ReadPartitionFn(beam.DoFn):
         )
         return tracker.current_restriction().start >= high
 
+    @beam.DoFn.unbounded_per_element()
     def process(
         self,
         element,

@@ -335,8 +335,15 @@ def _partition(micros: int) -> str:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
-def object_key(dataset: str, partition: str, source: str, quarantine: bool) -> str:
-    stem = _UNSAFE.sub("_", source.split(":", 1)[-1].rsplit("/", 1)[-1]).rsplit(".", 1)[0] or "source"
+def object_key(dataset: str, partition: str, source: str, quarantine: bool, position: str = "") -> str:
+    kind, _, name = source.partition(":")
+    if kind == "file":
+        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]  # part-00003.jsonl → part-00003
+    elif kind == "kafka":
+        stem = f"{name}-p{position.split(':', 1)[0]}"  # one object per topic-partition and hour
+    else:
+        stem = name or kind
+    stem = _UNSAFE.sub("_", stem) or "source"
     prefix = f"{QUARANTINE_PREFIX}/{dataset}" if quarantine else dataset
     return f"{prefix}/{partition}/{stem}.avro"
 
@@ -403,7 +410,7 @@ class _SealFn(beam.DoFn):
             "sealed": sealed,
         }
         partition = _partition(event_us if event_us is not None and not quarantine else ingested_us)
-        yield object_key(dataset, partition, record.source, quarantine), raw
+        yield object_key(dataset, partition, record.source, quarantine, record.position), raw
 
 
 class _WriteObjectFn(beam.DoFn):
@@ -448,7 +455,8 @@ class _WriteBundleObjectsFn(_WriteObjectFn):
     def finish_bundle(self):
         for name, records in self._groups.items():
             first = min(records, key=lambda r: (len(r["position"]), r["position"]))["position"]
-            list(_WriteObjectFn.process(self, (name.replace(".avro", f"-{first}.avro"), records)))
+            suffix = _UNSAFE.sub("_", first.rsplit(":", 1)[-1])  # a Kafka position's offset; a file's line
+            list(_WriteObjectFn.process(self, (name.replace(".avro", f"-{suffix}.avro"), records)))
         self._groups = {}
 
 

@@ -79,10 +79,20 @@ def test_stream_from_kafka_matches_batch_from_files_and_quarantines_bad_messages
         "--mode=stream",
         "--idle-timeout=4",
         f"--warehouse={stream_wh}",
+        f"--raw={tmp_path / 'raw'}",
         keys,
         *_kafka_args(kafka, prefix),
     ]
     assert cli_main(args) == 0
+    # every message landed in the raw zone (one object per topic-partition, hour and bundle)
+    import fastavro
+
+    landed = 0
+    for path in (tmp_path / "raw").rglob("*.avro"):
+        assert path.name.startswith(prefix)
+        with path.open("rb") as handle:
+            landed += sum(1 for _ in fastavro.reader(handle))
+    assert landed == sum(counts.values())
     for table in DERIVED:
         assert table_digest(str(stream_wh), table, exclude=SOURCE_COLUMNS) == table_digest(
             str(batch_wh), table, exclude=SOURCE_COLUMNS
