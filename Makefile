@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EVENTS ?= 20000
 
-.PHONY: demo test unit integration lint format bench clean venv stack-up stack-down
+.PHONY: demo demo-stream test unit integration lint format bench clean venv stack-up stack-down
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): setup.py constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/riskpipe demo --events $(EVENTS)
+
+# Kafka over TLS (local broker) → the same pipelines in stream mode; needs Java 17 + Maven
+demo-stream: $(STAMP)
+	$(VENV)/bin/riskpipe demo --stream --events 2000 --rate 1000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -237,6 +237,22 @@ class ReadWarehouseTable(beam.PTransform):
         return pbegin | "Impulse" >> beam.Impulse() | "ReadRows" >> beam.FlatMap(read)
 
 
+def feature_latency(warehouse: str) -> tuple[float, float]:
+    """p50/p99 seconds from a payment's arrival (ingested_at) to its feature row being computed."""
+    import duckdb
+
+    con = duckdb.connect(warehouse, read_only=True)
+    try:
+        row = con.execute(
+            "SELECT quantile_cont(d, 0.5), quantile_cont(d, 0.99) FROM ("
+            " SELECT epoch(CAST(f.computed_at AS TIMESTAMP)) - epoch(CAST(p.ingested_at AS TIMESTAMP)) AS d"
+            " FROM analytics.fraud_features f JOIN curated.payment_event p USING (event_id))"
+        ).fetchone()
+    finally:
+        con.close()
+    return (row[0] or 0.0, row[1] or 0.0)
+
+
 def table_digest(warehouse: str, table: str, *, exclude: tuple[str, ...] = ()) -> tuple[int, str]:
     """(row count, sha256 of the rows sorted by key) of a table, leaving out ``exclude`` columns."""
     import hashlib

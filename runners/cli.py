@@ -163,7 +163,62 @@ def scan_pii_allow_args() -> list[str]:
     return ["--allow", "pan:*event_id", "--allow", "pan:*charge_id", "--allow", "*:sealed"]
 
 
+def _cmd_demo_stream(args) -> int:
+    """Kafka (TLS) → stream pipeline on the direct runner → tables; reports arrival→computed latency."""
+    import shutil
+    import uuid
+
+    from io_connectors.kafka import KafkaSettings
+    from io_connectors.warehouse import feature_latency, table_row_counts
+    from runners import stack
+    from runners.produce import ensure_topics, produce
+    from runners.summary import format_table
+    from runners.synthetic import GeneratorRates, iter_messages
+
+    endpoints = stack.up(("kafka",))
+    kafka = endpoints["kafka"]
+    settings = KafkaSettings(kafka["bootstrap"], ssl_ca_location=kafka["ca"])
+    work = os.path.abspath(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    prefix = f"demo{uuid.uuid4().hex[:6]}."
+    ensure_topics(settings, [f"{prefix}{d}" for d in ("payment_event", "chargeback", "kyc_profile")])
+    messages = [
+        (m.dataset, m.payload, m.schema_version, m.key)
+        for m in iter_messages(args.events, args.seed, GeneratorRates())
+    ]
+    print(f"== 1/2 producing {len(messages)} messages over TLS to {prefix}* at {args.rate:g} msg/s")
+    produce(settings, messages, prefix, args.rate)
+    warehouse = os.path.join(work, "warehouse.duckdb")
+    print(
+        "== 2/2 running job 'all' in stream mode from Kafka (direct runner; stops 5 s after the topics go idle)"
+    )
+    started = time.monotonic()
+    result = _job_module("all").run(
+        [
+            "--mode=stream",
+            "--source=kafka",
+            f"--kafka_bootstrap={kafka['bootstrap']}",
+            f"--kafka_ca={kafka['ca']}",
+            f"--kafka_topic_prefix={prefix}",
+            "--idle-timeout=5",
+            f"--warehouse={warehouse}",
+            f"--lake={os.path.join(work, 'lake')}",
+        ]
+    )
+    _print_summary(result, time.monotonic() - started)
+    print(format_table(table_row_counts(warehouse), ["table", "rows"]))
+    p50, p99 = feature_latency(warehouse)
+    print(
+        f"arrival → feature computed: p50 {p50:.1f} s, p99 {p99:.1f} s. On the direct runner this is "
+        "dominated by the drain (it holds the source watermark until the topics go idle); "
+        "the < 3 min SLA is a Flink measurement, not possible here."
+    )
+    return 0
+
+
 def _cmd_demo(args) -> int:
+    if args.stream:
+        return _cmd_demo_stream(args)
     import shutil
 
     from io_connectors.warehouse import table_row_counts
@@ -247,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate data and run the main job on embedded defaults")
     demo.add_argument("--events", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--workdir", default="out/demo", help="where input and outputs go (refreshed each run)")
+    demo.add_argument("--workdir", default=None, help="where input and outputs go (refreshed each run)")
+    demo.add_argument(
+        "--stream", action="store_true", help="Kafka (local TLS broker) → stream mode instead of batch"
+    )
+    demo.add_argument("--rate", type=float, default=1000.0, help="--stream: messages per second to produce")
 
     stack = sub.add_parser("stack", help="start/stop/check the local service stack", add_help=False)
     stack.add_argument("action", nargs="?")
@@ -292,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             return _cmd_generate(args)
         if args.command == "demo":
+            args.workdir = args.workdir or ("out/demo-stream" if args.stream else "out/demo")
             return _cmd_demo(args)
     except UsageError as err:
         print(f"riskpipe: error: {err}", file=sys.stderr)
