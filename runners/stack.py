@@ -108,19 +108,8 @@ def _moto_up(endpoints: dict, timeout: float = 30.0) -> None:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if _moto_healthy(url):
-            endpoints["moto"] = {"pid": proc.pid, "url": url, "region": "us-east-1"}
-            ENDPOINTS.write_text(json.dumps(endpoints, indent=2))
-            print(f"moto: healthy at {url} (pid {proc.pid}, log {STATE / 'moto.log'})")
-            return
-        time.sleep(0.3)
-    tail = (STATE / "moto.log").read_text(errors="replace").splitlines()[-15:]
-    proc.kill()
-    raise RuntimeError("moto did not become healthy:\n" + "\n".join(tail))
+    info = {"pid": proc.pid, "url": url, "region": "us-east-1"}
+    _wait_healthy("moto", proc, lambda: _moto_healthy(url), info, endpoints, timeout, interval=0.3)
 
 
 def _kafka_jars() -> pathlib.Path:
@@ -211,6 +200,13 @@ def _write_tls(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def _kafka_healthy(bootstrap: str, ca: str) -> bool:
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        # a plain TCP connect first: a client created before the port listens keeps retrying in
+        # the background and prints its failures when the process exits
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
     try:
         from confluent_kafka.admin import AdminClient
 
@@ -277,22 +273,28 @@ def _kafka_up(endpoints: dict, timeout: float = 90.0) -> None:
         [*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     bootstrap = f"127.0.0.1:{port}"
+    info = {"pid": proc.pid, "bootstrap": bootstrap, "ca": str(ca), "security_protocol": "SSL"}
+    _wait_healthy(
+        "kafka", proc, lambda: _kafka_healthy(bootstrap, str(ca)), info, endpoints, timeout, interval=1.0
+    )
+
+
+def _wait_healthy(
+    name: str, proc, healthy, info: dict, endpoints: dict, timeout: float, interval: float
+) -> None:
+    """Wait for a started service; record it in endpoints.json, or kill it and raise with its log tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if _kafka_healthy(bootstrap, str(ca)):
-            endpoints["kafka"] = {
-                "pid": proc.pid,
-                "bootstrap": bootstrap,
-                "ca": str(ca),
-                "security_protocol": "SSL",
-            }
+        if healthy():
+            endpoints[name] = info
             ENDPOINTS.write_text(json.dumps(endpoints, indent=2))
-            print(f"kafka: healthy at {bootstrap} (TLS, pid {proc.pid}, log {STATE / 'kafka.log'})")
+            where = info.get("url") or info.get("bootstrap")
+            print(f"{name}: healthy at {where} (pid {proc.pid}, log {STATE / (name + '.log')})")
             return
-        time.sleep(1)
-    tail = (STATE / "kafka.log").read_text(errors="replace").splitlines()[-20:]
+        time.sleep(interval)
+    tail = (STATE / f"{name}.log").read_text(errors="replace").splitlines()[-20:]
     proc.kill()
-    raise RuntimeError("kafka did not become healthy:\n" + "\n".join(tail))
+    raise RuntimeError(f"{name} did not become healthy:\n" + "\n".join(tail))
 
 
 def down() -> None:

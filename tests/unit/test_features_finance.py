@@ -31,6 +31,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
+from io_connectors.tables import TABLES
 from tests.unit.beamtest import HOUR_US, MIN_US, T0, streaming_pipeline
 from transforms.features import ComputeFraudFeatures
 from transforms.finance import AggregateFinanceHourly, EnrichChargebacks
@@ -42,21 +43,7 @@ MS_US = 1_000  # TestStream watermarks have millisecond precision
 #: first, then one watermark jump over all of them (many timers due at once, pending kept out of order)
 MODES = ("batch", "stream", "stream_burst")
 
-FEATURE_ROW_COLUMNS = {
-    "event_id",
-    "card_token",
-    "ip_token",
-    "merchant_id",
-    "created_at",
-    "card_txn_count_5m",
-    "card_txn_count_1h",
-    "card_amount_sum_1h",
-    "card_distinct_merchants_24h",
-    "ip_txn_count_5m",
-    "merchant_txn_count_1h",
-    "late",
-    "computed_at",
-}
+FEATURE_ROW_COLUMNS = set(TABLES["analytics.fraud_features"].column_names)  # the table contract
 
 
 # --------------------------------------------------------------------------- builders
